@@ -1,0 +1,10 @@
+//! Types shared by crust's agents and its host builder.
+//!
+//! Each concept lives in exactly one place: the on-disk slot state (`slot`), the kernel command line
+//! contract between the builder and stage 1 (`cmdline`), the ready line init prints and the host
+//! waits for (`ready`), and the unit-file model (`unit`).
+
+pub mod cmdline;
+pub mod ready;
+pub mod slot;
+pub mod unit;

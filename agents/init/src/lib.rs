@@ -1,0 +1,1 @@
+//! crust init. Being written.

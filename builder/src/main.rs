@@ -1,0 +1,48 @@
+//! The `crust` command: argument parsing only; the work is in the `crust` and `crust_qemu`
+//! libraries.
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "crust", version, about = "Build, inspect and boot crust OS images")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build a bootable A/B disk image from a manifest (default: the bundled one).
+    Build(crust::build::BuildArgs),
+    /// Show an image's partitions, slot state, version and verity root hash.
+    Inspect {
+        /// A raw image built by `crust build`.
+        image: PathBuf,
+    },
+    /// Run local clusters of crust machines under QEMU.
+    Cluster(crust_qemu::cli::ClusterArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("crust: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Build(args) => {
+            crust::build::run(&args)?;
+        }
+        Command::Inspect { image } => {
+            let report = crust::inspect::inspect(&image)?;
+            print!("{report}");
+        }
+        Command::Cluster(args) => crust_qemu::cli::run(args)?,
+    }
+    Ok(())
+}

@@ -1,0 +1,2 @@
+//! QEMU machines and clusters for crust images. Being written.
+pub mod cli;
