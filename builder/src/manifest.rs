@@ -38,6 +38,8 @@ pub struct Manifest {
     /// Written into os-release as NAME/ID.
     #[serde(default = "default_name")]
     pub name: String,
+    /// The platform the image is for; written to the OEM partition as its platform id.
+    pub platform: Platform,
     pub kernel: Kernel,
     /// Debian packages whose files are installed into USR, with their dependency closure
     /// downloaded for the libraries those files need.
@@ -57,6 +59,26 @@ pub struct Manifest {
 
 fn default_name() -> String {
     "crust".to_string()
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Platform {
+    Qemu,
+    Aws,
+    Gce,
+    Pxe,
+}
+
+impl Platform {
+    pub fn id(self) -> &'static str {
+        match self {
+            Platform::Qemu => "qemu",
+            Platform::Aws => "ec2",
+            Platform::Gce => "gce",
+            Platform::Pxe => "pxe",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
