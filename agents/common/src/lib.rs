@@ -8,3 +8,4 @@ pub mod cmdline;
 pub mod ready;
 pub mod slot;
 pub mod unit;
+pub mod verity;
