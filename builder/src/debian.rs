@@ -402,7 +402,8 @@ impl Candidate {
 pub trait PackageSource {
     /// For each name that is known: the real package of that name (one candidate) or, for a
     /// virtual name, the candidates of its providers. Unknown names are left out of the map.
-    fn lookup(&mut self, names: &[String]) -> Result<BTreeMap<String, Vec<Candidate>>, DebianError>;
+    fn lookup(&mut self, names: &[String])
+        -> Result<BTreeMap<String, Vec<Candidate>>, DebianError>;
 }
 
 /// A package the closure chose.
@@ -527,7 +528,10 @@ fn choose(name: &str, cands: &[Candidate], chosen: &BTreeMap<String, Resolved>) 
             .then_with(|| a.name.cmp(&b.name))
     });
     // `cands` is non-empty (checked by the caller), so the fallback is never used.
-    sorted.first().map(|c| (*c).clone()).unwrap_or_else(|| cands[0].clone())
+    sorted
+        .first()
+        .map(|c| (*c).clone())
+        .unwrap_or_else(|| cands[0].clone())
 }
 
 /// Package metadata held in memory: the newest version of each name, and who provides what.
@@ -563,7 +567,10 @@ impl MemorySource {
 }
 
 impl PackageSource for MemorySource {
-    fn lookup(&mut self, names: &[String]) -> Result<BTreeMap<String, Vec<Candidate>>, DebianError> {
+    fn lookup(
+        &mut self,
+        names: &[String],
+    ) -> Result<BTreeMap<String, Vec<Candidate>>, DebianError> {
         let mut out = BTreeMap::new();
         for n in names {
             if let Some(c) = self.packages.get(n) {
@@ -648,7 +655,10 @@ pub fn parse_showpkg_providers(text: &str) -> BTreeMap<String, BTreeSet<String>>
 }
 
 impl PackageSource for AptSource {
-    fn lookup(&mut self, names: &[String]) -> Result<BTreeMap<String, Vec<Candidate>>, DebianError> {
+    fn lookup(
+        &mut self,
+        names: &[String],
+    ) -> Result<BTreeMap<String, Vec<Candidate>>, DebianError> {
         let mut out: BTreeMap<String, Vec<Candidate>> = BTreeMap::new();
         for c in AptSource::show(names)? {
             if names.contains(&c.name) {
@@ -748,7 +758,10 @@ pub fn read_control(deb: &Path) -> Result<Paragraph, DebianError> {
     };
     let text = with_member(deb, "control.tar", |r| {
         let mut tar = tar::Archive::new(r);
-        for entry in tar.entries().map_err(|e| bad(format!("control.tar: {e}")))? {
+        for entry in tar
+            .entries()
+            .map_err(|e| bad(format!("control.tar: {e}")))?
+        {
             let mut entry = entry.map_err(|e| bad(format!("control.tar: {e}")))?;
             let path = entry.path().map_err(|e| bad(e.to_string()))?.into_owned();
             if path.file_name().is_some_and(|n| n == "control") {
@@ -974,6 +987,7 @@ pub fn unpack(cache: &Cache, deb: &Deb) -> Result<PathBuf, DebianError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -1000,7 +1014,9 @@ mod tests {
 
     #[test]
     fn paragraph_errors_name_the_line() {
-        let e = parse_paragraphs(" orphan\n", "ctl").unwrap_err().to_string();
+        let e = parse_paragraphs(" orphan\n", "ctl")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("ctl: line 1"), "{e}");
         let e = parse_paragraphs("Package: a\nnocolon\n", "ctl")
             .unwrap_err()
@@ -1068,8 +1084,13 @@ mod tests {
     #[test]
     fn closure_follows_depends_and_pre_depends_and_skips() {
         let skip = vec!["initramfs-tools".into(), "kmod".into()];
-        let r = closure(&mut source(), &["meta".into()], &skip).unwrap().unwrap();
-        assert_eq!(names(&r), ["gcc-12-base", "libc6", "libgcc-s1", "meta", "real-6"]);
+        let r = closure(&mut source(), &["meta".into()], &skip)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            names(&r),
+            ["gcc-12-base", "libc6", "libgcc-s1", "meta", "real-6"]
+        );
         // the newest version wins; the old one's dependency is not followed
         assert_eq!(r[1].candidate.version, "2.36");
         assert_eq!(r[1].depends, ["libgcc-s1"]);
@@ -1079,7 +1100,9 @@ mod tests {
 
     #[test]
     fn closure_alternatives_and_virtual_packages() {
-        let r = closure(&mut source(), &["tool".into()], &[]).unwrap().unwrap();
+        let r = closure(&mut source(), &["tool".into()], &[])
+            .unwrap()
+            .unwrap();
         assert_eq!(
             names(&r),
             ["exim", "gcc-12-base", "libc6", "libgcc-s1", "mawk", "tool"]
@@ -1098,7 +1121,9 @@ mod tests {
             .unwrap_err();
         assert_eq!(m.package, "ghost");
         assert_eq!(m.needed_by, "broken");
-        let m = closure(&mut source(), &["nope".into()], &[]).unwrap().unwrap_err();
+        let m = closure(&mut source(), &["nope".into()], &[])
+            .unwrap()
+            .unwrap_err();
         assert_eq!(m.needed_by, "the manifest");
         // without the skip, the initramfs alternatives are all missing
         let m = closure(&mut source(), &["real-6".into()], &["kmod".into()])
@@ -1125,6 +1150,9 @@ mod tests {
             root: PathBuf::from("/x"),
         };
         assert_eq!(c.debs(), PathBuf::from("/x/debs"));
-        assert_eq!(deb_file_name("a", "1:2.0-1", "amd64"), "a_1%3a2.0-1_amd64.deb");
+        assert_eq!(
+            deb_file_name("a", "1:2.0-1", "amd64"),
+            "a_1%3a2.0-1_amd64.deb"
+        );
     }
 }

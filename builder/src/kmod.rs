@@ -31,7 +31,9 @@ pub struct Modules {
 
 #[derive(Debug, Error)]
 pub enum KmodError {
-    #[error("{0:?} has no lib/modules/<release>/ directory; is this an unpacked linux-image package?")]
+    #[error(
+        "{0:?} has no lib/modules/<release>/ directory; is this an unpacked linux-image package?"
+    )]
     NoModulesDir(PathBuf),
     #[error("{path:?} holds several kernel releases ({releases}); use a package with exactly one")]
     SeveralReleases { path: PathBuf, releases: String },
@@ -45,7 +47,9 @@ pub enum KmodError {
     },
     #[error("no kernel module named {name} in release {release} (and it is not built in); check kernel.early-modules in the manifest")]
     Unknown { name: String, release: String },
-    #[error("module {module} depends on {missing}, which release {release} neither ships nor builds in")]
+    #[error(
+        "module {module} depends on {missing}, which release {release} neither ships nor builds in"
+    )]
     MissingDependency {
         module: String,
         missing: String,
@@ -86,20 +90,17 @@ fn module_file_name(file: &str) -> Option<String> {
 /// The bytes of the `.modinfo` section of an ELF relocatable object (a .ko).
 pub fn modinfo_section(bytes: &[u8]) -> Result<&[u8], String> {
     let header = Elf::parse_header(bytes).map_err(|e| format!("not an ELF file: {e}"))?;
-    let container = if header.e_ident[goblin::elf::header::EI_CLASS] == goblin::elf::header::ELFCLASS64 {
-        Container::Big
-    } else {
-        Container::Little
-    };
+    let container =
+        if header.e_ident[goblin::elf::header::EI_CLASS] == goblin::elf::header::ELFCLASS64 {
+            Container::Big
+        } else {
+            Container::Little
+        };
     let endian = header.endianness().map_err(|e| e.to_string())?;
     let ctx = Ctx::new(container, endian);
-    let sections = SectionHeader::parse(
-        bytes,
-        header.e_shoff as usize,
-        header.e_shnum as usize,
-        ctx,
-    )
-    .map_err(|e| format!("section headers: {e}"))?;
+    let sections =
+        SectionHeader::parse(bytes, header.e_shoff as usize, header.e_shnum as usize, ctx)
+            .map_err(|e| format!("section headers: {e}"))?;
     let range = |s: &SectionHeader| -> Result<&[u8], String> {
         let start = s.sh_offset as usize;
         start
@@ -242,12 +243,20 @@ pub fn scan(unpacked_kernel: &Path) -> Result<Modules, KmodError> {
     walk(&dir, Path::new(""), &mut files)?;
 
     // Reading ~90 MB of modules dominates; split it over the cores.
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
     let chunk = files.len().div_ceil(threads).max(1);
     let read: Vec<Result<Module, KmodError>> = std::thread::scope(|s| {
         let handles: Vec<_> = files
             .chunks(chunk)
-            .map(|part| s.spawn(|| part.iter().map(|rel| read_one(&dir, rel)).collect::<Vec<_>>()))
+            .map(|part| {
+                s.spawn(|| {
+                    part.iter()
+                        .map(|rel| read_one(&dir, rel))
+                        .collect::<Vec<_>>()
+                })
+            })
             .collect();
         handles
             .into_iter()
@@ -415,6 +424,7 @@ impl Modules {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -465,16 +475,38 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let dir = t.path().join("lib/modules/6.1.0-9-test");
         let files: &[(&str, &[&str])] = &[
-            ("kernel/drivers/virtio/virtio_ring.ko", &["name=virtio_ring", "depends="]),
-            ("kernel/drivers/virtio/virtio.ko", &["name=virtio", "depends=virtio_ring"]),
+            (
+                "kernel/drivers/virtio/virtio_ring.ko",
+                &["name=virtio_ring", "depends="],
+            ),
+            (
+                "kernel/drivers/virtio/virtio.ko",
+                &["name=virtio", "depends=virtio_ring"],
+            ),
             (
                 "kernel/drivers/net/virtio_net.ko",
-                &["alias=virtio:d00000001v*", "depends=net_failover,virtio_ring,virtio", "name=virtio_net"],
+                &[
+                    "alias=virtio:d00000001v*",
+                    "depends=net_failover,virtio_ring,virtio",
+                    "name=virtio_net",
+                ],
             ),
-            ("kernel/drivers/net/net_failover.ko", &["depends=failover", "name=net_failover"]),
-            ("kernel/net/core/failover.ko", &["depends=", "name=failover"]),
-            ("kernel/drivers/md/dm-verity.ko", &["depends=dm-bufio,dm-mod,crc32c_generic", "name=dm_verity"]),
-            ("kernel/drivers/md/dm-bufio.ko", &["depends=", "name=dm_bufio"]),
+            (
+                "kernel/drivers/net/net_failover.ko",
+                &["depends=failover", "name=net_failover"],
+            ),
+            (
+                "kernel/net/core/failover.ko",
+                &["depends=", "name=failover"],
+            ),
+            (
+                "kernel/drivers/md/dm-verity.ko",
+                &["depends=dm-bufio,dm-mod,crc32c_generic", "name=dm_verity"],
+            ),
+            (
+                "kernel/drivers/md/dm-bufio.ko",
+                &["depends=", "name=dm_bufio"],
+            ),
             ("kernel/drivers/md/dm-mod.ko", &["depends=", "name=dm_mod"]),
         ];
         for (path, info) in files {
@@ -482,7 +514,11 @@ mod tests {
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             std::fs::write(p, fake_ko(info)).unwrap();
         }
-        std::fs::write(dir.join("modules.builtin"), "kernel/crypto/crc32c_generic.ko\nkernel/fs/ext4/ext4.ko\n").unwrap();
+        std::fs::write(
+            dir.join("modules.builtin"),
+            "kernel/crypto/crc32c_generic.ko\nkernel/fs/ext4/ext4.ko\n",
+        )
+        .unwrap();
         std::fs::write(dir.join("modules.order"), "").unwrap();
         std::fs::create_dir_all(t.path().join("boot")).unwrap();
         std::fs::write(
@@ -503,11 +539,20 @@ mod tests {
         let m = scan(t.path()).unwrap();
         assert_eq!(m.release, "6.1.0-9-test");
         assert_eq!(m.modules.len(), 8);
-        assert_eq!(m.modules["dm_verity"].path, PathBuf::from("kernel/drivers/md/dm-verity.ko"));
-        assert_eq!(m.modules["dm_verity"].depends, ["dm_bufio", "dm_mod", "crc32c_generic"]);
+        assert_eq!(
+            m.modules["dm_verity"].path,
+            PathBuf::from("kernel/drivers/md/dm-verity.ko")
+        );
+        assert_eq!(
+            m.modules["dm_verity"].depends,
+            ["dm_bufio", "dm_mod", "crc32c_generic"]
+        );
         assert!(m.modules["virtio_ring"].depends.is_empty());
         assert!(m.builtin.contains("crc32c_generic") && m.builtin.contains("ext4"));
-        assert_eq!(m.vmlinuz(t.path()), t.path().join("boot/vmlinuz-6.1.0-9-test"));
+        assert_eq!(
+            m.vmlinuz(t.path()),
+            t.path().join("boot/vmlinuz-6.1.0-9-test")
+        );
         let c = m.config(t.path()).unwrap();
         assert_eq!(c["CONFIG_DM_VERITY"], "m");
         assert_eq!(c["CONFIG_FAT_DEFAULT_IOCHARSET"], "\"ascii\"");
@@ -519,11 +564,25 @@ mod tests {
         let t = fake_kernel();
         let m = scan(t.path()).unwrap();
         let c = m
-            .closure(&["virtio-net".into(), "ext4".into(), "dm-verity".into(), "virtio".into()])
+            .closure(&[
+                "virtio-net".into(),
+                "ext4".into(),
+                "dm-verity".into(),
+                "virtio".into(),
+            ])
             .unwrap();
         assert_eq!(
             names(&c),
-            ["failover", "net_failover", "virtio_ring", "virtio", "virtio_net", "dm_bufio", "dm_mod", "dm_verity"]
+            [
+                "failover",
+                "net_failover",
+                "virtio_ring",
+                "virtio",
+                "virtio_net",
+                "dm_bufio",
+                "dm_mod",
+                "dm_verity"
+            ]
         );
         let e = m.closure(&["nope".into()]).unwrap_err().to_string();
         assert!(e.contains("nope") && e.contains("early-modules"), "{e}");
@@ -585,9 +644,17 @@ mod tests {
 
     #[test]
     fn config_and_builtin_parsers() {
-        let b = parse_builtin("kernel/arch/x86/events/amd/amd-uncore.ko\n\nkernel/fs/binfmt_script.ko\n");
-        assert_eq!(b.into_iter().collect::<Vec<_>>(), ["amd_uncore", "binfmt_script"]);
-        assert_eq!(module_file_name("dm-verity.ko.zst").as_deref(), Some("dm_verity"));
+        let b = parse_builtin(
+            "kernel/arch/x86/events/amd/amd-uncore.ko\n\nkernel/fs/binfmt_script.ko\n",
+        );
+        assert_eq!(
+            b.into_iter().collect::<Vec<_>>(),
+            ["amd_uncore", "binfmt_script"]
+        );
+        assert_eq!(
+            module_file_name("dm-verity.ko.zst").as_deref(),
+            Some("dm_verity")
+        );
         assert_eq!(module_file_name("modules.dep"), None);
     }
 
@@ -611,10 +678,26 @@ mod tests {
         };
         let t = std::time::Instant::now();
         let m = scan(&k).unwrap();
-        eprintln!("scanned {} modules, {} builtin in {:?}", m.modules.len(), m.builtin.len(), t.elapsed());
+        eprintln!(
+            "scanned {} modules, {} builtin in {:?}",
+            m.modules.len(),
+            m.builtin.len(),
+            t.elapsed()
+        );
         let early: Vec<String> = [
-            "virtio_pci", "virtio_blk", "virtio_scsi", "virtio_net", "virtio_console", "sd_mod", "nvme",
-            "squashfs", "dm_verity", "vfat", "nls_cp437", "nls_ascii", "efivarfs",
+            "virtio_pci",
+            "virtio_blk",
+            "virtio_scsi",
+            "virtio_net",
+            "virtio_console",
+            "sd_mod",
+            "nvme",
+            "squashfs",
+            "dm_verity",
+            "vfat",
+            "nls_cp437",
+            "nls_ascii",
+            "efivarfs",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -623,8 +706,15 @@ mod tests {
         eprintln!("early closure ({}): {}", c.len(), names(&c).join(" "));
         let cfg = m.config(&k).unwrap();
         for key in [
-            "CONFIG_SQUASHFS_ZSTD", "CONFIG_SQUASHFS_XZ", "CONFIG_RD_ZSTD", "CONFIG_RD_GZIP", "CONFIG_DM_VERITY",
-            "CONFIG_EFIVAR_FS", "CONFIG_VFAT_FS", "CONFIG_FAT_DEFAULT_IOCHARSET", "CONFIG_BLK_DEV_DM",
+            "CONFIG_SQUASHFS_ZSTD",
+            "CONFIG_SQUASHFS_XZ",
+            "CONFIG_RD_ZSTD",
+            "CONFIG_RD_GZIP",
+            "CONFIG_DM_VERITY",
+            "CONFIG_EFIVAR_FS",
+            "CONFIG_VFAT_FS",
+            "CONFIG_FAT_DEFAULT_IOCHARSET",
+            "CONFIG_BLK_DEV_DM",
         ] {
             eprintln!("{key}={}", cfg.get(key).map_or("(absent)", String::as_str));
         }
