@@ -1,1 +1,60 @@
-fn main() {}
+//! The one multi-call binary in crust images: dispatches on the name it was called by, like
+//! busybox (`init`, `crustctl`, or `crust-agent AGENT ARGS...`).
+
+use std::path::Path;
+
+/// Agents that have names but are not in this build yet.
+const NOT_YET: &[&str] = &[
+    "kv",
+    "etcd2",
+    "fleet",
+    "fleetctl",
+    "flannel",
+    "flanneld",
+    "runtime",
+    "update-engine",
+    "locksmithd",
+];
+
+fn main() {
+    let argv: Vec<String> = std::env::args().collect();
+    std::process::exit(dispatch(&argv));
+}
+
+fn dispatch(argv: &[String]) -> i32 {
+    let arg0 = argv.first().map(String::as_str).unwrap_or("crust-agent");
+    // PID 1 is always init, whatever the kernel or a boot loader called it.
+    if std::process::id() == 1 {
+        return crust_init::run(argv);
+    }
+    let name = Path::new(arg0)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or(arg0);
+    match name {
+        "crust-agent" => match argv.get(1) {
+            Some(agent) => run_agent(agent, &argv[1..]),
+            None => {
+                eprintln!("usage: crust-agent AGENT [ARGS...]   (agents: init, crustctl)");
+                2
+            }
+        },
+        other => run_agent(other, argv),
+    }
+}
+
+/// `argv[0]` is the agent's name.
+fn run_agent(name: &str, argv: &[String]) -> i32 {
+    match name {
+        "init" => crust_init::run(argv),
+        "crustctl" => crust_init::ctl::run(&argv[1..]),
+        n if NOT_YET.contains(&n) => {
+            eprintln!("crust-agent: {n} is not part of this build yet");
+            2
+        }
+        n => {
+            eprintln!("crust-agent: unknown agent {n:?} (agents: init, crustctl)");
+            2
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! `crustctl`: the client side of the control socket.
+
+use crate::proto::{Request, Response, SOCKET};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+const USAGE: &str = "usage: crustctl [--socket PATH] status | list-units | poweroff | reboot";
+
+/// Runs crustctl with its arguments (without argv[0]); returns the exit code.
+pub fn run(args: &[String]) -> i32 {
+    let mut socket = SOCKET.to_string();
+    let mut verb = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--socket" => match it.next() {
+                Some(p) => socket = p.clone(),
+                None => return usage("--socket needs a path"),
+            },
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return 0;
+            }
+            v if verb.is_none() => verb = Some(v.to_string()),
+            other => return usage(&format!("unexpected argument {other:?}")),
+        }
+    }
+    let request = match verb.as_deref() {
+        Some("status") => Request::Status,
+        Some("list-units") => Request::ListUnits,
+        Some("poweroff") => Request::Poweroff,
+        Some("reboot") => Request::Reboot,
+        Some(other) => return usage(&format!("unknown command {other:?}")),
+        None => return usage("no command given"),
+    };
+    match call(&socket, &request) {
+        Ok(resp) if resp.ok => {
+            print!("{}", render(&request, &resp));
+            0
+        }
+        Ok(resp) => {
+            eprintln!("crustctl: init refused: {}", resp.error.unwrap_or_default());
+            1
+        }
+        Err(e) => {
+            eprintln!("crustctl: {e}");
+            1
+        }
+    }
+}
+
+fn usage(why: &str) -> i32 {
+    eprintln!("crustctl: {why}\n{USAGE}");
+    2
+}
+
+/// One request, one response.
+pub fn call(socket: &str, request: &Request) -> Result<Response, String> {
+    let mut s = UnixStream::connect(socket).map_err(|e| {
+        format!("cannot reach init at {socket}: {e} (is this a crust machine, and are you root?)")
+    })?;
+    let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+    let line = serde_json::to_string(request).map_err(|e| e.to_string())?;
+    s.write_all(format!("{line}\n").as_bytes())
+        .map_err(|e| format!("writing to {socket}: {e}"))?;
+    let mut answer = String::new();
+    BufReader::new(s)
+        .read_line(&mut answer)
+        .map_err(|e| format!("reading from {socket}: {e}"))?;
+    serde_json::from_str(answer.trim())
+        .map_err(|e| format!("init sent an unreadable answer ({e}): {answer:?}"))
+}
+
+/// Human-readable output for each verb.
+pub fn render(request: &Request, resp: &Response) -> String {
+    let mut out = String::new();
+    if let Some(s) = &resp.status {
+        out.push_str(&format!(
+            "version:  {}\nslot:     {}\nhostname: {}\nstate:    {}\nready:    {}\nuptime:   {}.{:03}s\n",
+            s.version,
+            s.slot,
+            s.hostname,
+            s.state,
+            if s.ready { "yes" } else { "no" },
+            s.uptime_ms / 1000,
+            s.uptime_ms % 1000
+        ));
+    }
+    if let Some(units) = &resp.units {
+        if *request == Request::Status {
+            out.push('\n');
+        }
+        out.push_str(&format!("{:<32} {:<13} {:>7}\n", "UNIT", "STATE", "PID"));
+        for u in units {
+            let pid = u.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
+            out.push_str(&format!("{:<32} {:<13} {:>7}", u.name, u.state, pid));
+            if let Some(r) = &u.reason {
+                out.push_str(&format!("  ({r})"));
+            }
+            out.push('\n');
+        }
+    }
+    if matches!(request, Request::Poweroff | Request::Reboot) {
+        out.push_str("shutting down\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manager::UnitStatus;
+
+    #[test]
+    fn renders_unit_table() {
+        let resp = Response {
+            ok: true,
+            units: Some(vec![UnitStatus {
+                name: "console-shell.service".into(),
+                state: "active".into(),
+                pid: Some(42),
+                reason: None,
+            }]),
+            ..Response::default()
+        };
+        let s = render(&Request::ListUnits, &resp);
+        assert!(s.starts_with("UNIT"));
+        assert!(s.contains("console-shell.service"));
+        assert!(s.contains("42"));
+    }
+
+    #[test]
+    fn talks_one_line_each_way() {
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("s.sock");
+        let l = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let server = std::thread::spawn(move || {
+            let (c, _) = l.accept().unwrap();
+            let mut line = String::new();
+            BufReader::new(&c).read_line(&mut line).unwrap();
+            assert_eq!(line, "{\"cmd\":\"list-units\"}\n");
+            (&c).write_all(b"{\"ok\":true,\"units\":[]}\n").unwrap();
+        });
+        let r = call(&path.to_string_lossy(), &Request::ListUnits).unwrap();
+        assert!(r.ok);
+        server.join().unwrap();
+        assert_eq!(run(&["frobnicate".into()]), 2);
+        assert_eq!(
+            run(&["--socket".into(), "/nonexistent".into(), "status".into()]),
+            1
+        );
+    }
+}

@@ -1,0 +1,532 @@
+//! The service state machine, free of I/O: the driver in `stage2` tells it what happened (a unit
+//! was spawned, a pid exited, time passed) and asks it what to start. Time is passed in as
+//! milliseconds since boot; nothing here reads a clock.
+
+use crust_common::unit::{ServiceType, Unit};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, VecDeque};
+
+/// More starts than this within [`START_LIMIT_WINDOW_MS`] fail the unit (systemd's default).
+pub const START_LIMIT: usize = 5;
+pub const START_LIMIT_WINDOW_MS: u64 = 10_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "state")]
+pub enum State {
+    /// Not started yet: waiting for the units it is ordered after.
+    Waiting,
+    /// A oneshot whose process runs.
+    Activating {
+        pid: i32,
+    },
+    /// A simple service whose process runs, or a oneshot that exited 0 (`pid` 0).
+    Active {
+        pid: i32,
+    },
+    /// A simple service that exited with success and is not restarted.
+    Exited,
+    /// Will be started again at `at_ms`.
+    AutoRestart {
+        at_ms: u64,
+    },
+    Failed {
+        reason: String,
+    },
+    /// Being stopped by shutdown.
+    Stopping {
+        pid: i32,
+    },
+    Stopped,
+}
+
+impl State {
+    pub fn name(&self) -> &'static str {
+        match self {
+            State::Waiting => "waiting",
+            State::Activating { .. } => "activating",
+            State::Active { .. } => "active",
+            State::Exited => "exited",
+            State::AutoRestart { .. } => "auto-restart",
+            State::Failed { .. } => "failed",
+            State::Stopping { .. } => "stopping",
+            State::Stopped => "stopped",
+        }
+    }
+
+    pub fn pid(&self) -> Option<i32> {
+        match self {
+            State::Activating { pid } | State::Active { pid } | State::Stopping { pid }
+                if *pid > 0 =>
+            {
+                Some(*pid)
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether units ordered after this one may start: its start job is over, one way or another.
+    fn settled(&self) -> bool {
+        matches!(
+            self,
+            State::Active { .. } | State::Exited | State::Failed { .. } | State::AutoRestart { .. }
+        )
+    }
+}
+
+/// What `list-units` reports for one unit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnitStatus {
+    pub name: String,
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+struct Managed {
+    unit: Unit,
+    state: State,
+    /// Reached active at least once (what readiness counts).
+    was_active: bool,
+    starts: VecDeque<u64>,
+    /// After= edges kept after cycle breaking, as indexes.
+    after: Vec<usize>,
+    requires: Vec<usize>,
+}
+
+pub struct Manager {
+    units: Vec<Managed>,
+    stopping: bool,
+}
+
+impl Manager {
+    /// Takes the units to run (enabled ones plus what they pull in). Returns the manager and
+    /// notes about ordering that was ignored (unknown units, cycles).
+    pub fn new(units: Vec<Unit>) -> (Manager, Vec<String>) {
+        let mut notes = Vec::new();
+        let index: BTreeMap<String, usize> = units
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (u.name.clone(), i))
+            .collect();
+        let mut managed: Vec<Managed> = units
+            .into_iter()
+            .map(|unit| {
+                let after = unit
+                    .after
+                    .iter()
+                    .filter_map(|n| index.get(n).copied())
+                    .collect();
+                let requires = unit
+                    .requires
+                    .iter()
+                    .filter_map(|n| index.get(n).copied())
+                    .collect();
+                Managed {
+                    unit,
+                    state: State::Waiting,
+                    was_active: false,
+                    starts: VecDeque::new(),
+                    after,
+                    requires,
+                }
+            })
+            .collect();
+        for m in &mut managed {
+            for r in &m.unit.requires {
+                if !index.contains_key(r) {
+                    let reason = format!("required unit {r} does not exist");
+                    notes.push(format!("{}: {reason}", m.unit.name));
+                    m.state = State::Failed { reason };
+                }
+            }
+        }
+        // Break ordering cycles: systemd also starts such units, dropping one edge with a warning.
+        while let Some(cycle) = find_cycle(&managed) {
+            let names: Vec<&str> = cycle
+                .iter()
+                .map(|&i| managed[i].unit.name.as_str())
+                .collect();
+            notes.push(format!(
+                "ordering cycle {} ignored; starting them unordered",
+                names.join(" -> ")
+            ));
+            let (from, to) = (cycle[0], cycle[1]);
+            managed[from].after.retain(|&a| a != to);
+        }
+        (
+            Manager {
+                units: managed,
+                stopping: false,
+            },
+            notes,
+        )
+    }
+
+    /// Units to spawn now, by index. The driver must answer each with [`Manager::spawned`] or
+    /// [`Manager::spawn_failed`].
+    pub fn due(&mut self, now_ms: u64) -> Vec<usize> {
+        if self.stopping {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for i in 0..self.units.len() {
+            let ready = match &self.units[i].state {
+                State::Waiting => {
+                    let failed_req = self.units[i]
+                        .requires
+                        .iter()
+                        .find(|&&r| matches!(self.units[r].state, State::Failed { .. }))
+                        .map(|&r| self.units[r].unit.name.clone());
+                    if let Some(dep) = failed_req {
+                        self.units[i].state = State::Failed {
+                            reason: format!("dependency {dep} failed"),
+                        };
+                        continue;
+                    }
+                    self.units[i]
+                        .after
+                        .iter()
+                        .all(|&a| self.units[a].state.settled())
+                }
+                State::AutoRestart { at_ms } => *at_ms <= now_ms,
+                _ => false,
+            };
+            if ready {
+                let m = &mut self.units[i];
+                while m
+                    .starts
+                    .front()
+                    .is_some_and(|&t| t + START_LIMIT_WINDOW_MS <= now_ms)
+                {
+                    m.starts.pop_front();
+                }
+                if m.starts.len() >= START_LIMIT {
+                    m.state = State::Failed {
+                        reason: format!(
+                            "started {START_LIMIT} times within {}s; not restarting",
+                            START_LIMIT_WINDOW_MS / 1000
+                        ),
+                    };
+                    continue;
+                }
+                m.starts.push_back(now_ms);
+                out.push(i);
+            }
+        }
+        out
+    }
+
+    pub fn unit(&self, i: usize) -> &Unit {
+        &self.units[i].unit
+    }
+
+    pub fn spawned(&mut self, i: usize, pid: i32) {
+        let m = &mut self.units[i];
+        m.state = match m.unit.kind {
+            ServiceType::Simple => {
+                m.was_active = true;
+                State::Active { pid }
+            }
+            ServiceType::Oneshot => State::Activating { pid },
+        };
+    }
+
+    pub fn spawn_failed(&mut self, i: usize, why: String, now_ms: u64) {
+        self.finish(i, false, why, now_ms);
+    }
+
+    /// A child exited. Returns the unit it belonged to, if any.
+    pub fn exited(&mut self, pid: i32, success: bool, status: &str, now_ms: u64) -> Option<usize> {
+        let i = self.units.iter().position(|m| m.state.pid() == Some(pid))?;
+        if let State::Stopping { .. } = self.units[i].state {
+            self.units[i].state = State::Stopped;
+            return Some(i);
+        }
+        let ok = success || self.units[i].unit.exec_start.ignore_failure;
+        self.finish(i, ok, format!("main process {status}"), now_ms);
+        Some(i)
+    }
+
+    fn finish(&mut self, i: usize, ok: bool, why: String, now_ms: u64) {
+        let m = &mut self.units[i];
+        let oneshot_done = m.unit.kind == ServiceType::Oneshot && ok;
+        if oneshot_done {
+            m.was_active = true;
+            m.state = State::Active { pid: 0 };
+            return;
+        }
+        if !self.stopping && m.unit.restart.applies(ok) {
+            m.state = State::AutoRestart {
+                at_ms: now_ms + m.unit.restart_ms,
+            };
+        } else if ok {
+            m.state = State::Exited;
+        } else {
+            m.state = State::Failed { reason: why };
+        }
+    }
+
+    /// Every unit reached active at least once and none is waiting to.
+    pub fn all_active(&self) -> bool {
+        self.units.iter().all(|m| m.was_active)
+    }
+
+    /// Whether nothing can change any more without outside help (so readiness will never come).
+    pub fn stuck(&self) -> bool {
+        !self.all_active()
+            && self
+                .units
+                .iter()
+                .all(|m| m.was_active || matches!(m.state, State::Failed { .. } | State::Exited))
+    }
+
+    pub fn failed(&self) -> Vec<(String, String)> {
+        self.units
+            .iter()
+            .filter_map(|m| match &m.state {
+                State::Failed { reason } => Some((m.unit.name.clone(), reason.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The earliest pending restart time.
+    pub fn next_timer(&self) -> Option<u64> {
+        self.units
+            .iter()
+            .filter_map(|m| match m.state {
+                State::AutoRestart { at_ms } => Some(at_ms),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// Enters shutdown: no more starts or restarts. Returns the pids to signal, in reverse start
+    /// order (units started last stop first).
+    pub fn begin_stop(&mut self) -> Vec<i32> {
+        self.stopping = true;
+        let mut pids = Vec::new();
+        for m in self.units.iter_mut().rev() {
+            m.state = match m.state {
+                State::Activating { pid } | State::Active { pid } if pid > 0 => {
+                    pids.push(pid);
+                    State::Stopping { pid }
+                }
+                State::Failed { .. } => continue,
+                _ => State::Stopped,
+            };
+        }
+        pids
+    }
+
+    /// Pids still being stopped.
+    pub fn stopping_pids(&self) -> Vec<i32> {
+        self.units
+            .iter()
+            .filter_map(|m| match m.state {
+                State::Stopping { pid } => Some(pid),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Names of units that reached active (for the ready line).
+    pub fn active_names(&self) -> Vec<String> {
+        self.units
+            .iter()
+            .filter(|m| m.was_active)
+            .map(|m| m.unit.name.clone())
+            .collect()
+    }
+
+    pub fn list(&self) -> Vec<UnitStatus> {
+        self.units
+            .iter()
+            .map(|m| UnitStatus {
+                name: m.unit.name.clone(),
+                state: m.state.name().to_string(),
+                pid: m.state.pid(),
+                reason: match &m.state {
+                    State::Failed { reason } => Some(reason.clone()),
+                    _ => None,
+                },
+            })
+            .collect()
+    }
+}
+
+/// One cycle in the After= graph as a list of indexes where each is ordered after the next.
+fn find_cycle(units: &[Managed]) -> Option<Vec<usize>> {
+    // 0 = unvisited, 1 = on the current path, 2 = done
+    let mut mark = vec![0u8; units.len()];
+    let mut path = Vec::new();
+    fn visit(
+        i: usize,
+        units: &[Managed],
+        mark: &mut [u8],
+        path: &mut Vec<usize>,
+    ) -> Option<Vec<usize>> {
+        mark[i] = 1;
+        path.push(i);
+        for &a in &units[i].after {
+            if mark[a] == 1 {
+                let start = path.iter().position(|&p| p == a).unwrap_or(0);
+                return Some(path[start..].to_vec());
+            }
+            if mark[a] == 0 {
+                if let Some(c) = visit(a, units, mark, path) {
+                    return Some(c);
+                }
+            }
+        }
+        path.pop();
+        mark[i] = 2;
+        None
+    }
+    for i in 0..units.len() {
+        if mark[i] == 0 {
+            if let Some(mut c) = visit(i, units, &mut mark, &mut path) {
+                if c.len() == 1 {
+                    c.push(c[0]);
+                }
+                return Some(c);
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crust_common::unit::Restart;
+
+    fn unit(name: &str, kind: ServiceType, after: &[&str]) -> Unit {
+        let text = format!(
+            "[Unit]\nAfter={}\n[Service]\nType={}\nExecStart=/bin/{name}\n",
+            after.join(" "),
+            if kind == ServiceType::Oneshot {
+                "oneshot"
+            } else {
+                "simple"
+            }
+        );
+        Unit::from_text(&format!("{name}.service"), &text)
+            .unwrap()
+            .0
+    }
+
+    fn names(m: &Manager, idx: &[usize]) -> Vec<String> {
+        idx.iter().map(|&i| m.unit(i).name.clone()).collect()
+    }
+
+    #[test]
+    fn starts_in_after_order_and_becomes_ready() {
+        use ServiceType::*;
+        let (mut m, notes) = Manager::new(vec![
+            unit("app", Simple, &["setup.service", "missing.service"]),
+            unit("setup", Oneshot, &[]),
+            unit("shell", Simple, &[]),
+        ]);
+        assert!(notes.is_empty());
+        let due = m.due(0);
+        assert_eq!(names(&m, &due), ["setup.service", "shell.service"]);
+        m.spawned(1, 10);
+        m.spawned(2, 11);
+        assert!(m.due(1).is_empty(), "app waits for the oneshot to finish");
+        assert!(!m.all_active());
+        assert_eq!(m.exited(10, true, "exited 0", 5), Some(1));
+        let due = m.due(5);
+        assert_eq!(names(&m, &due), ["app.service"]);
+        m.spawned(0, 12);
+        assert!(m.all_active());
+        assert_eq!(
+            m.active_names(),
+            ["app.service", "setup.service", "shell.service"]
+        );
+        assert_eq!(m.exited(999, true, "exited 0", 6), None);
+    }
+
+    #[test]
+    fn restart_always_comes_back_after_restart_sec() {
+        let mut u = unit("shell", ServiceType::Simple, &[]);
+        u.restart = Restart::Always;
+        u.restart_ms = 100;
+        let (mut m, _) = Manager::new(vec![u]);
+        assert_eq!(m.due(0), [0]);
+        m.spawned(0, 5);
+        m.exited(5, true, "exited 0", 1000);
+        assert_eq!(m.list()[0].state, "auto-restart");
+        assert_eq!(m.next_timer(), Some(1100));
+        assert!(m.due(1099).is_empty());
+        assert_eq!(m.due(1100), [0]);
+        m.spawned(0, 6);
+        assert_eq!(m.list()[0].pid, Some(6));
+    }
+
+    #[test]
+    fn crash_loops_hit_the_start_limit() {
+        let mut u = unit("bad", ServiceType::Simple, &[]);
+        u.restart = Restart::OnFailure;
+        u.restart_ms = 0;
+        let (mut m, _) = Manager::new(vec![u]);
+        let mut now = 0;
+        for pid in 1..=START_LIMIT as i32 {
+            assert_eq!(m.due(now), [0], "start {pid}");
+            m.spawned(0, pid);
+            m.exited(pid, false, "exited 1", now);
+            now += 10;
+        }
+        assert!(m.due(now).is_empty());
+        assert_eq!(m.list()[0].state, "failed");
+        assert!(m.failed()[0].1.contains("started 5 times"));
+    }
+
+    #[test]
+    fn failures_propagate_through_requires_and_make_boot_stuck() {
+        let mut app = unit("app", ServiceType::Simple, &["setup.service"]);
+        app.requires = vec!["setup.service".into()];
+        let (mut m, _) = Manager::new(vec![unit("setup", ServiceType::Oneshot, &[]), app]);
+        assert_eq!(m.due(0), [0]);
+        m.spawned(0, 3);
+        m.exited(3, false, "exited 1", 1);
+        assert!(m.due(1).is_empty());
+        assert_eq!(m.failed().len(), 2);
+        assert!(m.stuck());
+        assert!(!m.all_active());
+    }
+
+    #[test]
+    fn missing_requires_and_cycles_are_reported() {
+        let mut a = unit("a", ServiceType::Simple, &["b.service"]);
+        a.requires = vec!["nope.service".into()];
+        let (mut m, notes) = Manager::new(vec![
+            a,
+            unit("b", ServiceType::Simple, &["c.service"]),
+            unit("c", ServiceType::Simple, &["b.service"]),
+        ]);
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(notes[1].contains("ordering cycle"));
+        let due = m.due(0);
+        assert_eq!(due.len(), 1, "one edge of the b<->c cycle is dropped");
+    }
+
+    #[test]
+    fn stop_signals_running_units_and_suppresses_restarts() {
+        let mut shell = unit("shell", ServiceType::Simple, &[]);
+        shell.restart = Restart::Always;
+        let (mut m, _) = Manager::new(vec![shell, unit("one", ServiceType::Oneshot, &[])]);
+        m.due(0);
+        m.spawned(0, 7);
+        m.spawned(1, 8);
+        m.exited(8, true, "exited 0", 1);
+        assert_eq!(m.begin_stop(), [7]);
+        assert_eq!(m.stopping_pids(), [7]);
+        m.exited(7, false, "killed by SIGTERM", 2);
+        assert!(m.stopping_pids().is_empty());
+        assert!(m.due(1_000_000).is_empty());
+        assert_eq!(m.list()[0].state, "stopped");
+    }
+}

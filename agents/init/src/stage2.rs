@@ -1,0 +1,816 @@
+//! Stage 2: PID 1 on the real root. Prepares /etc, mounts the ESP, starts the enabled units in
+//! order, blesses the boot once they are all active, prints the ready line, answers the control
+//! socket, and takes the machine down on request.
+//!
+//! The decisions live in `manager`, `bless` and `proto`; this module is the event loop around them.
+
+use crate::bless::{self, Bless};
+use crate::console;
+use crate::kernel::{Halt, Kernel, Linux};
+use crate::manager::Manager;
+use crate::proto::{self, Request, Response, Status};
+use crate::stage1::{self, BootInfo};
+use crust_common::cmdline::BootParams;
+use crust_common::ready::Ready;
+use crust_common::slot::{Slot, ENTRIES_DIR};
+use crust_common::unit::Unit;
+use nix::mount::MsFlags;
+use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Where unit files are looked up, highest precedence first.
+pub const UNIT_DIRS: [&str; 3] = [
+    "/etc/systemd/system",
+    "/run/systemd/system",
+    "/usr/lib/systemd/system",
+];
+pub const DEFAULT_ETC: &str = "/usr/share/crust/etc";
+pub const OS_RELEASE: &str = "/usr/lib/os-release";
+const WANTS: &str = "multi-user.target.wants";
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+const KILL_ALL_TIMEOUT: Duration = Duration::from_secs(3);
+
+pub fn main(_argv: &[String]) -> ! {
+    let k = Linux;
+    let mut init = match Init::setup(&k) {
+        Ok(i) => i,
+        Err(e) => stage1::emergency(
+            &format!("stage 2 failed: {e}"),
+            "init could not set itself up on the real root; the shell below runs from it",
+        ),
+    };
+    let how = init.serve();
+    init.shutdown(how)
+}
+
+struct Init<'k> {
+    k: &'k dyn Kernel,
+    mgr: Manager,
+    listener: Option<UnixListener>,
+    signals: SignalFd,
+    console: Option<fs::File>,
+    version: String,
+    slot: Option<Slot>,
+    hostname: String,
+    ready: bool,
+    stuck_reported: bool,
+    stopping: bool,
+}
+
+impl<'k> Init<'k> {
+    fn setup(k: &'k dyn Kernel) -> io::Result<Init<'k>> {
+        // Signals arrive through a signalfd, so they are handled in the loop, never in a handler.
+        let mut mask = SigSet::empty();
+        for s in [
+            Signal::SIGCHLD,
+            Signal::SIGTERM,
+            Signal::SIGINT,
+            Signal::SIGUSR1,
+            Signal::SIGUSR2,
+        ] {
+            mask.add(s);
+        }
+        mask.thread_block().map_err(io::Error::from)?;
+        let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+            .map_err(io::Error::from)?;
+        // Ctrl-Alt-Del becomes SIGINT to us instead of an immediate reboot.
+        let _ = nix::sys::reboot::set_cad_enabled(false);
+
+        if !Path::new("/proc/self").exists() {
+            stage1::mount_api(k).map_err(|e| io::Error::other(e.to_string()))?;
+        }
+        for (src, dir, fstype, data) in [
+            (
+                "devpts",
+                "/dev/pts",
+                "devpts",
+                "gid=5,mode=620,ptmxmode=666",
+            ),
+            ("tmpfs", "/dev/shm", "tmpfs", "mode=1777"),
+            ("cgroup2", "/sys/fs/cgroup", "cgroup2", "nsdelegate"),
+        ] {
+            let _ = fs::create_dir_all(dir);
+            if let Err(e) = k.mount(
+                src,
+                Path::new(dir),
+                Some(fstype),
+                MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+                Some(data),
+            ) {
+                if e.raw_os_error() != Some(libc::EBUSY) {
+                    console::error(&format!("mounting {dir} failed: {e}"));
+                }
+            }
+        }
+
+        match populate_etc(Path::new(DEFAULT_ETC), Path::new("/etc")) {
+            Ok(n) if n > 0 => console::info(&format!("copied {n} default files into /etc")),
+            Ok(_) => {}
+            Err(e) => console::error(&format!("populating /etc from {DEFAULT_ETC} failed: {e}")),
+        }
+        if let Err(e) = link_os_release(Path::new("/etc")) {
+            console::error(&format!("linking /etc/os-release failed: {e}"));
+        }
+        let hostname = read_hostname(Path::new("/etc/hostname"));
+        if let Err(e) = nix::unistd::sethostname(&hostname) {
+            console::error(&format!("setting the hostname to {hostname} failed: {e}"));
+        }
+
+        let info: Option<BootInfo> = fs::read_to_string(stage1::BOOT_INFO)
+            .ok()
+            .and_then(|s| serde_json::from_str(&s).ok());
+        mount_boot(k, info.as_ref());
+
+        let cmdline = fs::read_to_string("/proc/cmdline").unwrap_or_default();
+        let slot = BootParams::parse(&cmdline)
+            .ok()
+            .and_then(|p| Slot::from_partuuid(&p.usr_partuuid));
+        let version = fs::read_to_string(OS_RELEASE)
+            .ok()
+            .and_then(|s| os_release_value(&s, "VERSION_ID"))
+            .unwrap_or_else(|| "unknown".into());
+
+        let dirs: Vec<PathBuf> = UNIT_DIRS.iter().map(PathBuf::from).collect();
+        let (units, notes) = load_units(&dirs);
+        for n in notes {
+            console::error(&n);
+        }
+        let (mgr, notes) = Manager::new(units);
+        for n in notes {
+            console::error(&n);
+        }
+
+        let listener = match bind_socket(Path::new(proto::SOCKET)) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                console::error(&format!(
+                    "control socket {} unavailable: {e}",
+                    proto::SOCKET
+                ));
+                None
+            }
+        };
+        Ok(Init {
+            k,
+            mgr,
+            listener,
+            signals,
+            console: open_console(),
+            version,
+            slot,
+            hostname,
+            ready: false,
+            stuck_reported: false,
+            stopping: false,
+        })
+    }
+
+    /// Runs until a poweroff or reboot is asked for.
+    fn serve(&mut self) -> Halt {
+        loop {
+            let now = uptime_ms();
+            for i in self.mgr.due(now) {
+                let unit = self.mgr.unit(i).clone();
+                match spawn(&unit, self.console.as_ref()) {
+                    Ok(pid) => self.mgr.spawned(i, pid),
+                    Err(e) => {
+                        let why = format!("cannot start {}: {e}", unit.exec_start.argv[0]);
+                        console::error(&format!("{}: {why}", unit.name));
+                        self.mgr.spawn_failed(i, why, now);
+                    }
+                }
+            }
+            self.reap();
+            if !self.ready && self.mgr.all_active() {
+                self.ready = true;
+                self.bless_and_announce();
+            } else if !self.ready && !self.stuck_reported && self.mgr.stuck() {
+                self.stuck_reported = true;
+                for (name, why) in self.mgr.failed() {
+                    console::error(&format!("{name} failed: {why}"));
+                }
+                console::error("not all enabled units are active: the boot is not blessed; `crustctl list-units` shows why");
+            }
+            let timeout = match self.mgr.next_timer() {
+                Some(at) => at.saturating_sub(uptime_ms()).min(1000),
+                None => 1000,
+            };
+            let (sig_ready, sock_ready) = self.poll(timeout as i32);
+            if sig_ready {
+                while let Ok(Some(info)) = self.signals.read_signal() {
+                    match Signal::try_from(info.ssi_signo as i32) {
+                        Ok(Signal::SIGTERM) | Ok(Signal::SIGINT) => return Halt::Reboot,
+                        Ok(Signal::SIGUSR1) | Ok(Signal::SIGUSR2) => return Halt::PowerOff,
+                        _ => {}
+                    }
+                }
+                self.reap();
+            }
+            if sock_ready {
+                if let Some(how) = self.accept() {
+                    return how;
+                }
+            }
+        }
+    }
+
+    fn poll(&self, timeout_ms: i32) -> (bool, bool) {
+        let mut fds = vec![libc::pollfd {
+            fd: self.signals.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        if let Some(l) = &self.listener {
+            fds.push(libc::pollfd {
+                fd: l.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        // SAFETY: fds is a valid array of pollfd for the duration of the call.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+        if n <= 0 {
+            return (false, false);
+        }
+        (
+            fds[0].revents & libc::POLLIN != 0,
+            fds.get(1).is_some_and(|f| f.revents & libc::POLLIN != 0),
+        )
+    }
+
+    fn reap(&mut self) {
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => self.child_exited(
+                    pid.as_raw(),
+                    code == 0,
+                    &format!("exited with status {code}"),
+                ),
+                Ok(WaitStatus::Signaled(pid, sig, _)) => {
+                    self.child_exited(pid.as_raw(), false, &format!("killed by {sig}"))
+                }
+                Ok(WaitStatus::StillAlive) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    fn child_exited(&mut self, pid: i32, success: bool, status: &str) {
+        let now = uptime_ms();
+        if let Some(i) = self.mgr.exited(pid, success, status, now) {
+            if !success && !self.stopping {
+                console::error(&format!("{}: main process {status}", self.mgr.unit(i).name));
+            }
+        }
+    }
+
+    fn accept(&mut self) -> Option<Halt> {
+        let listener = self.listener.as_ref()?;
+        let (stream, _) = listener.accept().ok()?;
+        let (resp, halt) = match read_request(&stream) {
+            Ok(req) => self.answer(&req),
+            Err(why) => (Response::error(why), None),
+        };
+        let mut line = serde_json::to_string(&resp).unwrap_or_else(|_| "{\"ok\":false}".into());
+        line.push('\n');
+        let _ = (&stream).write_all(line.as_bytes());
+        halt
+    }
+
+    fn answer(&self, req: &Request) -> (Response, Option<Halt>) {
+        match req {
+            Request::Status => (
+                Response {
+                    ok: true,
+                    status: Some(self.status()),
+                    units: Some(self.mgr.list()),
+                    ..Response::default()
+                },
+                None,
+            ),
+            Request::ListUnits => (
+                Response {
+                    ok: true,
+                    units: Some(self.mgr.list()),
+                    ..Response::default()
+                },
+                None,
+            ),
+            Request::Poweroff => (ok(), Some(Halt::PowerOff)),
+            Request::Reboot => (ok(), Some(Halt::Reboot)),
+        }
+    }
+
+    fn status(&self) -> Status {
+        Status {
+            version: self.version.clone(),
+            slot: self
+                .slot
+                .map(|s| s.letter().to_string())
+                .unwrap_or_default(),
+            hostname: self.hostname.clone(),
+            ready: self.ready,
+            uptime_ms: uptime_ms(),
+            state: if self.stopping { "stopping" } else { "running" }.into(),
+        }
+    }
+
+    fn bless_and_announce(&self) {
+        let selected =
+            fs::read(Path::new("/sys/firmware/efi/efivars").join(bless::LOADER_ENTRY_SELECTED))
+                .ok()
+                .and_then(|raw| bless::decode_efi_string(&raw));
+        match bless::booted_slot(selected.as_deref(), self.slot) {
+            Some(slot) => match bless_entry(&Path::new("/boot").join(ENTRIES_DIR), slot) {
+                Ok(msg) => console::info(&msg),
+                Err(e) => console::error(&format!("blessing the boot failed: {e}")),
+            },
+            None => console::error("blessing the boot failed: cannot tell which slot booted"),
+        }
+        let ready = Ready {
+            version: self.version.clone(),
+            slot: self
+                .slot
+                .map(|s| s.letter().to_string())
+                .unwrap_or_default(),
+            hostname: self.hostname.clone(),
+            units: self.mgr.active_names(),
+            uptime_ms: uptime_ms(),
+        };
+        console::raw(&ready.to_line());
+    }
+
+    fn shutdown(&mut self, how: Halt) -> ! {
+        self.stopping = true;
+        console::info(&format!(
+            "{}: stopping units",
+            if how == Halt::Reboot {
+                "reboot"
+            } else {
+                "power off"
+            }
+        ));
+        for pid in self.mgr.begin_stop() {
+            let _ = kill(Pid::from_raw(-pid), Signal::SIGTERM);
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        }
+        let deadline = uptime_ms() + STOP_TIMEOUT.as_millis() as u64;
+        while !self.mgr.stopping_pids().is_empty() && uptime_ms() < deadline {
+            self.poll(100);
+            while let Ok(Some(_)) = self.signals.read_signal() {}
+            self.reap();
+        }
+        for pid in self.mgr.stopping_pids() {
+            console::error(&format!(
+                "pid {pid} did not stop within {}s: killing it",
+                STOP_TIMEOUT.as_secs()
+            ));
+            let _ = kill(Pid::from_raw(-pid), Signal::SIGKILL);
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        // Everything else (PID 1 is exempt from kill(-1)).
+        let _ = kill(Pid::from_raw(-1), Signal::SIGTERM);
+        let deadline = uptime_ms() + KILL_ALL_TIMEOUT.as_millis() as u64;
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => {
+                    if uptime_ms() >= deadline {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Ok(_) => {}
+                Err(_) => break, // ECHILD: nobody left
+            }
+        }
+        let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
+        while waitpid(None, None).is_ok() {}
+        nix::unistd::sync();
+        for dir in ["/boot", "/sys/firmware/efi/efivars"] {
+            let _ = self.k.umount(Path::new(dir), false);
+        }
+        if let Err(e) = self.k.mount(
+            "none",
+            Path::new("/"),
+            None,
+            MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            None,
+        ) {
+            console::error(&format!("remounting / read-only failed: {e}"));
+        }
+        nix::unistd::sync();
+        console::info(if how == Halt::Reboot {
+            "rebooting"
+        } else {
+            "powering off"
+        });
+        if let Err(e) = self.k.halt(how) {
+            console::error(&format!("reboot(2) failed: {e}"));
+        }
+        loop {
+            std::thread::sleep(Duration::from_secs(60));
+        }
+    }
+}
+
+fn ok() -> Response {
+    Response {
+        ok: true,
+        ..Response::default()
+    }
+}
+
+fn read_request(stream: &UnixStream) -> Result<Request, String> {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
+    let mut line = String::new();
+    BufReader::new(stream.take(64 * 1024))
+        .read_line(&mut line)
+        .map_err(|e| format!("reading the request: {e}"))?;
+    proto::parse_request(&line)
+}
+
+fn bind_socket(path: &Path) -> io::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    let _ = fs::remove_file(path);
+    let l = UnixListener::bind(path)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
+    l.set_nonblocking(true)?;
+    Ok(l)
+}
+
+fn open_console() -> Option<fs::File> {
+    fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open("/dev/console")
+        .ok()
+}
+
+/// Starts a unit's process in its own session, stdin from /dev/null, output to the console.
+fn spawn(unit: &Unit, console: Option<&fs::File>) -> io::Result<i32> {
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+    let (prog, args) = unit
+        .exec_start
+        .argv
+        .split_first()
+        .ok_or_else(|| io::Error::other("empty ExecStart"))?;
+    let mut cmd = Command::new(prog);
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin")
+        .env("LANG", "C.UTF-8")
+        .envs(unit.environment.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null());
+    match console {
+        Some(c) => {
+            cmd.stdout(c.try_clone()?).stderr(c.try_clone()?);
+        }
+        None => {
+            cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        }
+    }
+    // SAFETY: setsid and sigprocmask are async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            let mut empty: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut empty);
+            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+            Ok(())
+        });
+    }
+    Ok(cmd.spawn()?.id() as i32)
+}
+
+/// Milliseconds since boot (CLOCK_BOOTTIME, the clock behind /proc/uptime).
+pub fn uptime_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid timespec to write into.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
+fn mount_boot(k: &dyn Kernel, info: Option<&BootInfo>) {
+    if Path::new("/sys/firmware/efi").exists() {
+        let vars = Path::new("/sys/firmware/efi/efivars");
+        if let Err(e) = k.mount(
+            "efivarfs",
+            vars,
+            Some("efivarfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            None,
+        ) {
+            if e.raw_os_error() != Some(libc::EBUSY) {
+                console::error(&format!("mounting efivarfs failed: {e}; the boot is blessed from the command line's slot"));
+            }
+        }
+    }
+    let Some(esp) = info.and_then(|i| i.esp_dev.as_deref()) else {
+        console::error("no ESP (partition 1) found on the boot disk; /boot stays empty and the boot cannot be blessed");
+        return;
+    };
+    let _ = fs::create_dir_all("/boot");
+    if let Err(e) = k.mount(
+        esp,
+        Path::new("/boot"),
+        Some("vfat"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("umask=0077"),
+    ) {
+        if e.raw_os_error() != Some(libc::EBUSY) {
+            console::error(&format!("mounting the ESP {esp} on /boot failed: {e}"));
+        }
+    }
+}
+
+/// Renames the booted slot's counted entry to its blessed name and makes that durable.
+pub fn bless_entry(entries_dir: &Path, slot: Slot) -> io::Result<String> {
+    let files: Vec<String> = fs::read_dir(entries_dir)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    match bless::plan(slot, &files) {
+        Bless::Rename { from, to } => {
+            fs::rename(entries_dir.join(&from), entries_dir.join(&to))?;
+            fs::File::open(entries_dir)?.sync_all()?;
+            Ok(format!("boot blessed: {from} -> {to}"))
+        }
+        Bless::AlreadyBlessed(name) => Ok(format!("boot already blessed ({name})")),
+        Bless::NoEntry(slot) => Err(io::Error::other(format!(
+            "no loader entry for slot {slot} in {}",
+            entries_dir.display()
+        ))),
+    }
+}
+
+/// Copies what is missing from `defaults` into `etc`, recursively; existing files, directories
+/// and symlinks are never touched. Returns how many entries were created.
+pub fn populate_etc(defaults: &Path, etc: &Path) -> io::Result<usize> {
+    if !defaults.is_dir() {
+        return Ok(0);
+    }
+    fs::create_dir_all(etc)?;
+    let mut made = 0;
+    let mut entries: Vec<_> = fs::read_dir(defaults)?.filter_map(|e| e.ok()).collect();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let from = e.path();
+        let to = etc.join(e.file_name());
+        let meta = fs::symlink_metadata(&from)?;
+        let exists = fs::symlink_metadata(&to).is_ok();
+        if meta.file_type().is_symlink() {
+            if !exists {
+                std::os::unix::fs::symlink(fs::read_link(&from)?, &to)?;
+                made += 1;
+            }
+        } else if meta.is_dir() {
+            if !exists {
+                fs::create_dir(&to)?;
+                fs::set_permissions(&to, meta.permissions())?;
+                made += 1;
+            }
+            if to.is_dir() {
+                made += populate_etc(&from, &to)?;
+            }
+        } else if !exists {
+            fs::copy(&from, &to)?;
+            made += 1;
+        }
+    }
+    Ok(made)
+}
+
+/// `/etc/os-release -> ../usr/lib/os-release`, unless the user put something there.
+pub fn link_os_release(etc: &Path) -> io::Result<()> {
+    let p = etc.join("os-release");
+    if fs::symlink_metadata(&p).is_err() {
+        std::os::unix::fs::symlink("../usr/lib/os-release", &p)?;
+    }
+    Ok(())
+}
+
+pub fn read_hostname(path: &Path) -> String {
+    fs::read_to_string(path)
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .map(str::trim)
+                .find(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(String::from)
+        })
+        .filter(|h| h.len() <= 64)
+        .unwrap_or_else(|| "localhost".into())
+}
+
+pub fn os_release_value(text: &str, key: &str) -> Option<String> {
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once('=')?;
+        (k.trim() == key).then(|| v.trim().trim_matches(['"', '\'']).to_string())
+    })
+}
+
+/// Loads the enabled units (`multi-user.target.wants` in each dir) and what they Require/Want,
+/// looking each name up in `dirs` in order. Problems come back as notes; a unit that fails to
+/// parse is left out.
+pub fn load_units(dirs: &[PathBuf]) -> (Vec<Unit>, Vec<String>) {
+    let mut notes = Vec::new();
+    let mut wanted: Vec<String> = Vec::new();
+    // Lowest precedence first so the list order is stable; names are deduplicated below.
+    for dir in dirs.iter().rev() {
+        let Ok(rd) = fs::read_dir(dir.join(WANTS)) else {
+            continue;
+        };
+        let mut names: Vec<String> = rd
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".service"))
+            .collect();
+        names.sort();
+        wanted.extend(names);
+    }
+    let mut seen = BTreeSet::new();
+    let mut units = Vec::new();
+    let mut queue: std::collections::VecDeque<String> = wanted.into();
+    while let Some(name) = queue.pop_front() {
+        if !seen.insert(name.clone()) {
+            continue;
+        }
+        let Some(path) = find_unit(dirs, &name) else {
+            notes.push(format!(
+                "unit {name} is enabled or wanted but no file defines it in {}",
+                dirs_list(dirs)
+            ));
+            continue;
+        };
+        if fs::read_link(&path).is_ok_and(|t| t == Path::new("/dev/null")) {
+            continue; // masked
+        }
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) => {
+                notes.push(format!("reading {}: {e}", path.display()));
+                continue;
+            }
+        };
+        match Unit::from_text(&name, &text) {
+            Ok((unit, warnings)) => {
+                for w in warnings {
+                    notes.push(format!("{}: {w}", path.display()));
+                }
+                for dep in unit.requires.iter().chain(&unit.wants) {
+                    if dep.ends_with(".service") {
+                        queue.push_back(dep.clone());
+                    }
+                }
+                units.push(unit);
+            }
+            Err(e) => notes.push(format!("{e} ({}); the unit is not started", path.display())),
+        }
+    }
+    (units, notes)
+}
+
+fn find_unit(dirs: &[PathBuf], name: &str) -> Option<PathBuf> {
+    dirs.iter()
+        .map(|d| d.join(name))
+        .find(|p| fs::symlink_metadata(p).is_ok())
+        .or_else(|| {
+            // Enabled through a wants/ symlink that points outside the search path.
+            dirs.iter()
+                .map(|d| d.join(WANTS).join(name))
+                .find(|p| p.exists())
+        })
+}
+
+fn dirs_list(dirs: &[PathBuf]) -> String {
+    dirs.iter()
+        .map(|d| d.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SVC: &str = "[Service]\nExecStart=/bin/true\n";
+
+    #[test]
+    fn loads_enabled_units_with_precedence_wants_and_masks() {
+        let t = tempfile::tempdir().unwrap();
+        let etc = t.path().join("etc");
+        let usr = t.path().join("usr");
+        for d in [&etc, &usr] {
+            fs::create_dir_all(d.join(WANTS)).unwrap();
+        }
+        fs::write(
+            usr.join("a.service"),
+            "[Unit]\nWants=helper.service\n[Service]\nExecStart=/bin/usr-a\n",
+        )
+        .unwrap();
+        fs::write(
+            etc.join("a.service"),
+            "[Unit]\nWants=helper.service\n[Service]\nExecStart=/bin/etc-a\n",
+        )
+        .unwrap();
+        fs::write(usr.join("helper.service"), SVC).unwrap();
+        fs::write(usr.join("masked.service"), SVC).unwrap();
+        fs::write(
+            usr.join("broken.service"),
+            "[Service]\nType=forking\nExecStart=/x\n",
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("/dev/null", etc.join("masked.service")).unwrap();
+        for n in ["a.service", "masked.service", "broken.service"] {
+            std::os::unix::fs::symlink(format!("../{n}"), usr.join(WANTS).join(n)).unwrap();
+        }
+        std::os::unix::fs::symlink("../ghost.service", etc.join(WANTS).join("ghost.service"))
+            .unwrap();
+        let (units, notes) = load_units(&[etc, usr]);
+        let names: Vec<&str> = units.iter().map(|u| u.name.as_str()).collect();
+        assert_eq!(names, ["a.service", "helper.service"]);
+        assert_eq!(units[0].exec_start.argv, ["/bin/etc-a"]);
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(notes
+            .iter()
+            .any(|n| n.contains("broken.service:2") && n.contains("Type=forking")));
+        assert!(notes.iter().any(|n| n.contains("ghost.service")));
+    }
+
+    #[test]
+    fn populates_etc_without_overwriting() {
+        let t = tempfile::tempdir().unwrap();
+        let def = t.path().join("defaults");
+        let etc = t.path().join("etc");
+        fs::create_dir_all(def.join("ssh")).unwrap();
+        fs::write(def.join("motd"), "default motd").unwrap();
+        fs::write(def.join("ssh/config"), "x").unwrap();
+        std::os::unix::fs::symlink("motd", def.join("issue")).unwrap();
+        fs::create_dir_all(&etc).unwrap();
+        fs::write(etc.join("motd"), "mine").unwrap();
+        assert_eq!(populate_etc(&def, &etc).unwrap(), 3);
+        assert_eq!(fs::read_to_string(etc.join("motd")).unwrap(), "mine");
+        assert_eq!(fs::read_to_string(etc.join("ssh/config")).unwrap(), "x");
+        assert_eq!(fs::read_link(etc.join("issue")).unwrap(), Path::new("motd"));
+        assert_eq!(
+            populate_etc(&def, &etc).unwrap(),
+            0,
+            "second boot copies nothing"
+        );
+        link_os_release(&etc).unwrap();
+        link_os_release(&etc).unwrap();
+        assert_eq!(
+            fs::read_link(etc.join("os-release")).unwrap(),
+            Path::new("../usr/lib/os-release")
+        );
+    }
+
+    #[test]
+    fn hostname_and_os_release() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("hostname");
+        assert_eq!(read_hostname(&p), "localhost");
+        fs::write(&p, "# comment\n node0 \n").unwrap();
+        assert_eq!(read_hostname(&p), "node0");
+        assert_eq!(
+            os_release_value("ID=crust\nVERSION_ID=\"1.0.0\"\n", "VERSION_ID").as_deref(),
+            Some("1.0.0")
+        );
+        assert_eq!(os_release_value("ID=crust\n", "VERSION_ID"), None);
+    }
+
+    #[test]
+    fn blesses_entry_on_disk() {
+        let t = tempfile::tempdir().unwrap();
+        fs::write(t.path().join("crust-usr-a+2-1.conf"), "title crust").unwrap();
+        fs::write(t.path().join("crust-usr-b+3.conf"), "title crust b").unwrap();
+        let msg = bless_entry(t.path(), Slot::A).unwrap();
+        assert!(
+            msg.contains("crust-usr-a+2-1.conf -> crust-usr-a.conf"),
+            "{msg}"
+        );
+        assert!(t.path().join("crust-usr-a.conf").exists());
+        assert!(t.path().join("crust-usr-b+3.conf").exists());
+        assert!(bless_entry(t.path(), Slot::A).unwrap().contains("already"));
+        fs::remove_file(t.path().join("crust-usr-b+3.conf")).unwrap();
+        assert!(bless_entry(t.path(), Slot::B).is_err());
+    }
+}
