@@ -1143,6 +1143,111 @@ mod tests {
         );
     }
 
+    /// A .deb as dpkg-deb lays it out: debian-binary, control.tar.gz, data.tar.xz.
+    fn make_deb(dir: &Path, control: &str) -> PathBuf {
+        use std::io::Write;
+        let tarball = |files: &[(&str, &[u8], u32)], link: Option<(&str, &str)>| {
+            let mut b = tar::Builder::new(Vec::new());
+            for (path, data, mode) in files {
+                let mut h = tar::Header::new_gnu();
+                h.set_size(data.len() as u64);
+                h.set_mode(*mode);
+                h.set_mtime(1_700_000_000);
+                b.append_data(&mut h, path, *data).unwrap();
+            }
+            if let Some((path, target)) = link {
+                let mut h = tar::Header::new_gnu();
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_size(0);
+                b.append_link(&mut h, path, target).unwrap();
+            }
+            b.into_inner().unwrap()
+        };
+        let control_tar = tarball(&[("./control", control.as_bytes(), 0o644)], None);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&control_tar).unwrap();
+        let data_tar = tarball(
+            &[
+                ("./usr/bin/tool", b"#!/bin/sh\n", 0o755),
+                ("./usr/share/doc/x", b"doc", 0o644),
+            ],
+            Some(("./usr/bin/alias", "/usr/bin/tool")),
+        );
+        let mut xz = liblzma::write::XzEncoder::new(Vec::new(), 1);
+        xz.write_all(&data_tar).unwrap();
+        let p = parse_paragraphs(control, "t").unwrap();
+        let c = Candidate::from_paragraph(&p[0]).unwrap();
+        let path = dir.join(deb_file_name(&c.name, &c.version, &c.arch));
+        let mut ar = ar::Builder::new(std::fs::File::create(&path).unwrap());
+        for (name, data) in [
+            ("debian-binary", b"2.0\n".to_vec()),
+            ("control.tar.gz", gz.finish().unwrap()),
+            ("data.tar.xz", xz.finish().unwrap()),
+        ] {
+            let h = ar::Header::new(name.as_bytes().to_vec(), data.len() as u64);
+            ar.append(&h, data.as_slice()).unwrap();
+        }
+        path
+    }
+
+    #[test]
+    fn offline_resolve_and_unpack_from_cached_debs() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        let cache = Cache {
+            root: t.path().to_path_buf(),
+        };
+        std::fs::create_dir_all(cache.debs()).unwrap();
+        make_deb(
+            &cache.debs(),
+            "Package: tool\nVersion: 1:2.0-1\nArchitecture: amd64\nDepends: libx (>= 1), debconf | debconf-2.0\n",
+        );
+        make_deb(
+            &cache.debs(),
+            "Package: libx\nVersion: 1.0\nArchitecture: amd64\n",
+        );
+        make_deb(
+            &cache.debs(),
+            "Package: libx\nVersion: 1.1\nArchitecture: amd64\n",
+        );
+        let skip = vec!["debconf".to_string()];
+        let debs = resolve(&cache, &["tool".into()], &skip, true, &Progress::silent()).unwrap();
+        assert_eq!(debs.len(), 2);
+        assert_eq!(
+            (debs[0].name.as_str(), debs[0].version.as_str()),
+            ("libx", "1.1")
+        );
+        assert_eq!(debs[1].depends, ["libx"]);
+        assert_eq!(debs[1].sha256, sha256_file(&debs[1].path).unwrap());
+
+        let dir = unpack(&cache, &debs[1]).unwrap();
+        assert!(dir.starts_with(cache.unpacked()));
+        let mode = std::fs::metadata(dir.join("usr/bin/tool"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o755);
+        assert_eq!(
+            std::fs::read_link(dir.join("usr/bin/alias")).unwrap(),
+            PathBuf::from("/usr/bin/tool")
+        );
+        // a second unpack reuses the directory; no temporary directory is left behind
+        assert_eq!(unpack(&cache, &debs[1]).unwrap(), dir);
+        let left: Vec<_> = std::fs::read_dir(cache.unpacked())
+            .unwrap()
+            .flatten()
+            .collect();
+        assert_eq!(left.len(), 1);
+
+        let e = resolve(&cache, &["ghost".into()], &[], true, &Progress::silent())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("ghost") && e.contains("apt-get download ghost"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn cache_from_env_prefers_crust_cache() {
         // Only checks the pure parts; the environment is shared between tests, so don't set it.
