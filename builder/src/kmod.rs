@@ -441,9 +441,7 @@ mod tests {
         f.extend_from_slice(&modinfo);
         let shstr_off = f.len();
         f.extend_from_slice(shstrtab);
-        while f.len() % 8 != 0 {
-            f.push(0);
-        }
+        f.resize(f.len().next_multiple_of(8), 0);
         let shoff = f.len();
         let sh = |name: u32, ty: u32, off: usize, size: usize| {
             let mut s = vec![0u8; 64];
