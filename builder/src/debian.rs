@@ -1249,8 +1249,7 @@ mod tests {
     }
 
     #[test]
-    fn cache_from_env_prefers_crust_cache() {
-        // Only checks the pure parts; the environment is shared between tests, so don't set it.
+    fn cache_paths_and_apt_file_names() {
         let c = Cache {
             root: PathBuf::from("/x"),
         };
