@@ -157,6 +157,31 @@ pub fn append_hash_tree<F: Read + Write + Seek>(
     })
 }
 
+/// Recomputes the root hash of `data_blocks` blocks read from `r` (positioned at the data's
+/// start): what `inspect` compares with the loader entry's `usrhash=`.
+pub fn root_hash_of<R: Read>(
+    r: &mut R,
+    data_blocks: u64,
+    salt: &[u8],
+) -> Result<[u8; 32], VerityError> {
+    let mut leaves = Vec::with_capacity(data_blocks as usize);
+    let mut block = vec![0u8; BS];
+    for i in 0..data_blocks {
+        read_full(r, &mut block).map_err(|e| match e {
+            ReadFull::Io(source) => VerityError::Io {
+                what: "read",
+                source,
+            },
+            ReadFull::Eof(got) => VerityError::ShortData {
+                len: data_blocks * BLOCK_SIZE,
+                got: i * BLOCK_SIZE + got as u64,
+            },
+        })?;
+        leaves.push(hash_block(salt, &block));
+    }
+    Ok(HashTree::build(salt, leaves).root)
+}
+
 enum ReadFull {
     Io(std::io::Error),
     Eof(usize),
@@ -246,6 +271,11 @@ mod tests {
         assert_eq!(&out[tree..tree + BS], &level1[..]);
         assert_eq!(&out[tree + BS..], &level0[..]);
         assert_eq!(info.total_len as usize, out.len());
+        assert_eq!(
+            root_hash_of(&mut &out[..], 129, SALT).unwrap(),
+            info.root_hash
+        );
+        assert!(root_hash_of(&mut &out[..100], 129, SALT).is_err());
     }
 
     #[test]
