@@ -98,6 +98,8 @@ struct Managed {
 pub struct Manager {
     units: Vec<Managed>,
     stopping: bool,
+    /// Units that entered `Failed` since the last [`Manager::take_failures`], for the console.
+    new_failures: Vec<(String, String)>,
 }
 
 impl Manager {
@@ -159,6 +161,7 @@ impl Manager {
             Manager {
                 units: managed,
                 stopping: false,
+                new_failures: Vec::new(),
             },
             notes,
         )
@@ -180,9 +183,7 @@ impl Manager {
                         .find(|&&r| matches!(self.units[r].state, State::Failed { .. }))
                         .map(|&r| self.units[r].unit.name.clone());
                     if let Some(dep) = failed_req {
-                        self.units[i].state = State::Failed {
-                            reason: format!("dependency {dep} failed"),
-                        };
+                        self.fail(i, format!("dependency {dep} failed"));
                         continue;
                     }
                     self.units[i]
@@ -203,12 +204,13 @@ impl Manager {
                     m.starts.pop_front();
                 }
                 if m.starts.len() >= START_LIMIT {
-                    m.state = State::Failed {
-                        reason: format!(
+                    self.fail(
+                        i,
+                        format!(
                             "started {START_LIMIT} times within {}s; not restarting",
                             START_LIMIT_WINDOW_MS / 1000
                         ),
-                    };
+                    );
                     continue;
                 }
                 m.starts.push_back(now_ms);
@@ -263,9 +265,22 @@ impl Manager {
             };
         } else if ok {
             m.state = State::Exited;
-        } else {
+        } else if self.stopping {
             m.state = State::Failed { reason: why };
+        } else {
+            self.fail(i, why);
         }
+    }
+
+    fn fail(&mut self, i: usize, reason: String) {
+        self.new_failures
+            .push((self.units[i].unit.name.clone(), reason.clone()));
+        self.units[i].state = State::Failed { reason };
+    }
+
+    /// Units that failed since the last call, with why.
+    pub fn take_failures(&mut self) -> Vec<(String, String)> {
+        std::mem::take(&mut self.new_failures)
     }
 
     /// Every unit reached active at least once and none is waiting to.
@@ -481,6 +496,9 @@ mod tests {
         }
         assert!(m.due(now).is_empty());
         assert_eq!(m.list()[0].state, "failed");
+        let f = m.take_failures();
+        assert_eq!(f.len(), 1);
+        assert!(m.take_failures().is_empty());
         assert!(m.failed()[0].1.contains("started 5 times"));
     }
 

@@ -235,6 +235,8 @@ pub fn load_modules(k: &dyn Kernel, list: &str) -> Vec<String> {
         match k.finit_module(Path::new(line)) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+            // The module's hardware or firmware is absent (efivarfs on a BIOS boot): not an error.
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {}
             Err(e) => failures.push(format!("loading kernel module {line} failed: {e}")),
         }
     }
@@ -567,6 +569,7 @@ mod tests {
         let k = RecordingKernel::default();
         k.fail("insmod /m/b.ko", libc::EEXIST);
         k.fail("insmod /m/c.ko", libc::ENOENT);
+        k.fail("insmod /m/d.ko", libc::ENODEV);
         let failures = load_modules(&k, "/m/a.ko\n\n# comment\n/m/b.ko\n/m/c.ko\n/m/d.ko\n");
         assert_eq!(
             k.calls(),

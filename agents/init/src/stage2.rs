@@ -191,14 +191,14 @@ impl<'k> Init<'k> {
                 }
             }
             self.reap();
+            for (name, why) in self.mgr.take_failures() {
+                console::error(&format!("{name} failed: {why}"));
+            }
             if !self.ready && self.mgr.all_active() {
                 self.ready = true;
                 self.bless_and_announce();
             } else if !self.ready && !self.stuck_reported && self.mgr.stuck() {
                 self.stuck_reported = true;
-                for (name, why) in self.mgr.failed() {
-                    console::error(&format!("{name} failed: {why}"));
-                }
                 console::error("not all enabled units are active: the boot is not blessed; `crustctl list-units` shows why");
             }
             let timeout = match self.mgr.next_timer() {
@@ -267,11 +267,7 @@ impl<'k> Init<'k> {
 
     fn child_exited(&mut self, pid: i32, success: bool, status: &str) {
         let now = uptime_ms();
-        if let Some(i) = self.mgr.exited(pid, success, status, now) {
-            if !success && !self.stopping {
-                console::error(&format!("{}: main process {status}", self.mgr.unit(i).name));
-            }
-        }
+        self.mgr.exited(pid, success, status, now);
     }
 
     fn accept(&mut self) -> Option<Halt> {
