@@ -357,8 +357,12 @@ impl<'k> Init<'k> {
             }
         ));
         for pid in self.mgr.begin_stop() {
-            let _ = kill(Pid::from_raw(-pid), Signal::SIGTERM);
-            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+            // SIGHUP too: interactive shells (the console shell) ignore SIGTERM but leave on a
+            // hangup; SIGCONT wakes stopped processes so they see the signals.
+            for sig in [Signal::SIGTERM, Signal::SIGHUP, Signal::SIGCONT] {
+                let _ = kill(Pid::from_raw(-pid), sig);
+                let _ = kill(Pid::from_raw(pid), sig);
+            }
         }
         let deadline = uptime_ms() + STOP_TIMEOUT.as_millis() as u64;
         while !self.mgr.stopping_pids().is_empty() && uptime_ms() < deadline {
