@@ -13,8 +13,8 @@ use crate::tree::{Node, Tree, TreeError};
 use std::io::Write;
 use thiserror::Error;
 
-/// zstd level: 19 would save a little more and cost seconds per build.
-pub const ZSTD_LEVEL: i32 = 12;
+/// zstd level: on 91 MB of modules 9 gives 18.6 MB in 2.5 s, 15 gives 18.3 MB in 14.6 s.
+pub const ZSTD_LEVEL: i32 = 9;
 
 #[derive(Debug, Error)]
 pub enum InitramfsError {

@@ -4,7 +4,9 @@
 //! inode is owned by root and stamped with the one `mtime` given (the root directory's inode is
 //! stamped 0, as backhand offers no setter for it), compression is single-threaded zstd, and no
 //! padding is added so the returned length is exactly the superblock's `bytes_used`, where the
-//! verity tree starts (rounded up to 4096, see `crust_common::verity::usr_hash_offset`).
+//! verity tree starts (rounded up to 4096, see `crust_common::verity::usr_hash_offset`). A
+//! block device holding the image must cover `bytes_used`: a loop device drops a trailing
+//! partial sector, so an unpadded file does not mount; the verity padding takes care of that.
 //!
 //! zstd because the Debian cloud kernel has `CONFIG_SQUASHFS_ZSTD=y` (checked in
 //! `boot/config-6.1.0-*-cloud-amd64`), and it decompresses faster than xz on a booting machine.
@@ -19,8 +21,9 @@ use thiserror::Error;
 
 /// 128 KiB, squashfs-tools' default and the kernel's sweet spot for readahead.
 pub const BLOCK_SIZE: u32 = 128 * 1024;
-/// zstd level: 15 is what `mksquashfs -comp zstd` uses by default; lower keeps the build fast.
-pub const ZSTD_LEVEL: u32 = 12;
+/// zstd level. Measured on the kernel's 91 MB of modules: 9 takes 1.8 s for 21.05 MB, 12 takes
+/// 5.7 s for 21.19 MB, 15 (mksquashfs's default) 12.8 s for 20.0 MB; the build budget is 20 s.
+pub const ZSTD_LEVEL: u32 = 9;
 
 #[derive(Debug, Error)]
 pub enum SquashfsError {
@@ -102,6 +105,7 @@ mod tests {
     use super::*;
     use backhand::{FilesystemReader, InnerNode};
     use std::io::Read;
+    use std::path::Path;
 
     fn sample() -> Tree {
         let mut t = Tree::new();
@@ -226,5 +230,41 @@ mod tests {
         sorted.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         assert_eq!(listed, sorted);
         assert_eq!(listed.len(), 7, "{listed:?}");
+    }
+
+    /// The running kernel mounts it (as root with loop devices; skipped otherwise).
+    #[test]
+    fn the_kernel_mounts_it() {
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        if !root || !Path::new("/dev/loop-control").exists() {
+            eprintln!("skipping: needs root and loop devices to mount squashfs");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("usr.img");
+        let mut bytes = build(&sample());
+        bytes.resize(bytes.len().div_ceil(4096) * 4096, 0);
+        std::fs::write(&img, bytes).unwrap();
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        let st = std::process::Command::new("mount")
+            .args(["-t", "squashfs", "-o", "loop,ro"])
+            .arg(&img)
+            .arg(&mnt)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount failed");
+        let tool = std::fs::read(mnt.join("usr/bin/tool"));
+        let link = std::fs::read_link(mnt.join("bin"));
+        let big = std::fs::read(mnt.join("usr/share/big")).map(|b| b.len());
+        let st = std::process::Command::new("umount")
+            .arg(&mnt)
+            .status()
+            .unwrap();
+        assert_eq!(tool.unwrap(), b"#!/bin/sh\necho hi\n");
+        assert_eq!(link.unwrap(), Path::new("usr/bin"));
+        assert_eq!(big.unwrap(), 400_000);
+        assert!(st.success(), "umount failed");
     }
 }
