@@ -58,3 +58,34 @@ fn run_agent(name: &str, argv: &[String]) -> i32 {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn dispatches_on_the_called_name() {
+        // Agents not in this build say so and exit 2, by symlink name or as a subcommand.
+        assert_eq!(dispatch(&argv(&["/usr/bin/fleet", "list-units"])), 2);
+        assert_eq!(dispatch(&argv(&["crust-agent", "kv"])), 2);
+        assert_eq!(
+            dispatch(&argv(&["/usr/bin/crust-agent", "update-engine"])),
+            2
+        );
+        assert_eq!(dispatch(&argv(&["crust-agent", "no-such-agent"])), 2);
+        assert_eq!(dispatch(&argv(&["crust-agent"])), 2);
+        // crustctl parses its own arguments: an unknown verb is a usage error.
+        assert_eq!(dispatch(&argv(&["/usr/bin/crustctl", "frobnicate"])), 2);
+        assert_eq!(
+            dispatch(&argv(&["crust-agent", "crustctl", "frobnicate"])),
+            2
+        );
+        // init refuses to run when it is not PID 1 (as in any test process).
+        assert_eq!(dispatch(&argv(&["/init"])), 1);
+        assert_eq!(dispatch(&argv(&["crust-agent", "init"])), 1);
+    }
+}

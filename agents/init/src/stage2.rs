@@ -523,7 +523,16 @@ fn mount_boot(k: &dyn Kernel, info: Option<&BootInfo>) {
             }
         }
     }
-    let Some(esp) = info.and_then(|i| i.esp_dev.as_deref()) else {
+    // Without stage 1's note (booted by something else), look the ESP up next to USR.
+    let found = info.and_then(|i| i.esp_dev.clone()).or_else(|| {
+        let cmdline = fs::read_to_string("/proc/cmdline").ok()?;
+        let usr = BootParams::parse(&cmdline).ok()?.usr_partuuid;
+        let r = crate::disks::Roots::default();
+        let usr = crate::disks::find_partuuid(&r, &usr)?;
+        let esp = crate::disks::sibling(&r, &usr, stage1::ESP_PARTITION).ok()??;
+        Some(esp.dev.to_string_lossy().into_owned())
+    });
+    let Some(esp) = found.as_deref() else {
         console::error("no ESP (partition 1) found on the boot disk; /boot stays empty and the boot cannot be blessed");
         return;
     };
