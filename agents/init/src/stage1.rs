@@ -38,6 +38,8 @@ pub enum Stage1Error {
     NoUsrDisk { partuuid: String, secs: u64 },
     #[error("USR partition {dev}: {why}")]
     Usr { dev: String, why: String },
+    #[error("mounting USR (squashfs through dm-verity) on /usr failed: {0}")]
+    UsrMount(io::Error),
     #[error("USR failed dm-verity verification near byte {offset}: {err}")]
     Corrupt { offset: u64, err: io::Error },
     #[error("ROOT partition: {0}")]
@@ -54,6 +56,7 @@ impl Stage1Error {
             Stage1Error::Cmdline(_) => "boot a crust loader entry, or fix mount.usr= and usrhash= on the kernel command line",
             Stage1Error::NoUsrDisk { .. } => "is the disk attached (virtio/scsi/nvme) and its driver listed in /etc/crust/early-modules? `ls /sys/class/block` shows what the kernel sees",
             Stage1Error::Usr { .. } => "the USR partition or its verity metadata is unreadable; reinstall the image or boot the other slot",
+            Stage1Error::UsrMount(_) => "an I/O error means USR does not match usrhash= (corrupted image or wrong loader entry): boot the other slot or reinstall; `no such device` means squashfs is missing from /etc/crust/early-modules",
             Stage1Error::Corrupt { .. } => "the USR image is corrupted on disk; boot the other slot (reboot, or pick it in the boot menu) or reinstall",
             Stage1Error::Root(_) => "ROOT could not be prepared; inspect it with `ls /sys/class/block` and the e2fsprogs tools under /usr/sbin",
             Stage1Error::Switch(_) => "the ROOT filesystem lacks /usr/sbin/init or cannot be entered",
@@ -113,10 +116,7 @@ fn boot(k: &dyn Kernel) -> Result<(), Stage1Error> {
         MsFlags::MS_RDONLY | MsFlags::MS_NODEV,
         None,
     )
-    .map_err(|err| Stage1Error::Mount {
-        what: "USR (squashfs) on /usr".into(),
-        err,
-    })?;
+    .map_err(Stage1Error::UsrMount)?;
 
     let root = disks::sibling(&r, &usr, ROOT_PARTITION)
         .map_err(|e| Stage1Error::Root(e.to_string()))?
