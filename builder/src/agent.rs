@@ -6,7 +6,6 @@
 //! be static). A target directory of its own keeps a nested build (from `cargo test`) from
 //! waiting on the outer cargo's lock.
 
-use crate::progress::Progress;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use thiserror::Error;
@@ -18,11 +17,15 @@ pub const PROFILE: &str = "image";
 pub enum AgentError {
     #[error("cannot run cargo to build crust-agent: {0}; install Rust (rustup) or set CRUST_AGENT_BIN to a prebuilt static crust-agent")]
     Spawn(std::io::Error),
-    #[error("building crust-agent failed (cargo exited with {status}); the output above shows why")]
+    #[error(
+        "building crust-agent failed (cargo exited with {status}); the output above shows why"
+    )]
     Failed { status: std::process::ExitStatus },
     #[error("CRUST_AGENT_BIN={0:?} does not exist")]
     Missing(PathBuf),
-    #[error("crust source tree not found at {0:?}: run crust from its checkout or set CRUST_SOURCE_DIR")]
+    #[error(
+        "crust source tree not found at {0:?}: run crust from its checkout or set CRUST_SOURCE_DIR"
+    )]
     NoSource(PathBuf),
 }
 
@@ -38,7 +41,7 @@ pub fn source_dir() -> PathBuf {
 }
 
 /// Returns the path of a freshly built (or `CRUST_AGENT_BIN`-given) static crust-agent.
-pub fn build(offline: bool, progress: &Progress) -> Result<PathBuf, AgentError> {
+pub fn build(offline: bool) -> Result<PathBuf, AgentError> {
     if let Some(bin) = std::env::var_os("CRUST_AGENT_BIN") {
         let bin = PathBuf::from(bin);
         return if bin.is_file() {
@@ -52,7 +55,6 @@ pub fn build(offline: bool, progress: &Progress) -> Result<PathBuf, AgentError> 
         return Err(AgentError::NoSource(src));
     }
     let target_dir = src.join("target/image-agent");
-    let step = progress.step("agent (cargo build)", None);
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     // A nested cargo (under `cargo test` or `cargo run`) must not inherit the outer build's
     // settings: they would redirect or rebuild the wrong thing.
@@ -67,7 +69,17 @@ pub fn build(offline: bool, progress: &Progress) -> Result<PathBuf, AgentError> 
         }
     }
     cmd.current_dir(&src)
-        .args(["build", "--quiet", "--locked", "-p", "crust-agent", "--profile", PROFILE, "--target", TARGET])
+        .args([
+            "build",
+            "--quiet",
+            "--locked",
+            "-p",
+            "crust-agent",
+            "--profile",
+            PROFILE,
+            "--target",
+            TARGET,
+        ])
         .arg("--target-dir")
         .arg(&target_dir)
         .env(
@@ -81,8 +93,5 @@ pub fn build(offline: bool, progress: &Progress) -> Result<PathBuf, AgentError> 
     if !status.success() {
         return Err(AgentError::Failed { status });
     }
-    let bin = target_dir.join(TARGET).join(PROFILE).join("crust-agent");
-    let size = std::fs::metadata(&bin).map(|m| m.len()).unwrap_or(0);
-    step.done(&format!("{:.1} MiB, static", size as f64 / 1048576.0));
-    Ok(bin)
+    Ok(target_dir.join(TARGET).join(PROFILE).join("crust-agent"))
 }

@@ -36,6 +36,9 @@ pub struct BuildArgs {
     /// No progress bars: one log line per step.
     #[arg(long)]
     pub quiet: bool,
+    /// Package cache directory (default: $CRUST_CACHE, else ~/.cache/crust).
+    #[arg(long, env = "CRUST_CACHE")]
+    pub cache: Option<PathBuf>,
 }
 
 #[derive(Debug, Error)]
@@ -140,7 +143,10 @@ pub struct PackageJson {
 /// SOURCE_DATE_EPOCH when set, else the time of the source tree's last commit, else 0; never
 /// the wall clock, so rebuilds of the same inputs are identical.
 pub fn source_date_epoch() -> u64 {
-    if let Some(e) = std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|s| s.trim().parse().ok()) {
+    if let Some(e) = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+    {
         return e;
     }
     std::process::Command::new("git")
@@ -166,7 +172,10 @@ pub fn run(args: &BuildArgs) -> Result<BuildOutput, BuildError> {
     let progress = Progress::new(args.quiet);
     let (manifest, manifest_dir) = match &args.manifest {
         Some(p) => {
-            let dir = p.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+            let dir = p
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from("."));
             (Manifest::load(p)?, dir)
         }
         None => (
@@ -181,12 +190,21 @@ pub fn run(args: &BuildArgs) -> Result<BuildOutput, BuildError> {
 
     // The agent compiles while packages download: the two are independent and both slow cold.
     let offline = args.offline;
-    let agent_build = std::thread::spawn(move || agent::build(offline, &Progress::new(true)));
+    let agent_build = std::thread::spawn(move || agent::build(offline));
 
-    let cache = Cache::from_env();
+    let cache = match &args.cache {
+        Some(root) => Cache { root: root.clone() },
+        None => Cache::from_env(),
+    };
     let mut roots: Vec<String> = manifest.packages.keys().cloned().collect();
     roots.push(manifest.kernel.package.clone());
-    let debs = debian::resolve(&cache, &roots, &manifest.skip_dependencies, args.offline, &progress)?;
+    let debs = debian::resolve(
+        &cache,
+        &roots,
+        &manifest.skip_dependencies,
+        args.offline,
+        &progress,
+    )?;
     let step = progress.step("unpack packages", Some(debs.len() as u64));
     let mut unpacked = Vec::new();
     for deb in &debs {
@@ -209,7 +227,11 @@ pub fn run(args: &BuildArgs) -> Result<BuildOutput, BuildError> {
     let agent_bin = agent_build
         .join()
         .unwrap_or_else(|_| Err(agent::AgentError::NoSource(PathBuf::from("<panicked>"))))?;
-    step.done(&agent_bin.display().to_string());
+    let agent_size = std::fs::metadata(&agent_bin).map(|m| m.len()).unwrap_or(0);
+    step.done(&format!(
+        "{:.1} MiB static crust-agent",
+        agent_size as f64 / 1048576.0
+    ));
 
     let inputs = Inputs {
         manifest: &manifest,
@@ -321,7 +343,14 @@ pub fn run(args: &BuildArgs) -> Result<BuildOutput, BuildError> {
         oem.file(
             "oem-release",
             0o644,
-            Source::Bytes(format!("ID={}\nNAME=\"{}\"\n", manifest.platform.id(), manifest.platform.id()).into_bytes()),
+            Source::Bytes(
+                format!(
+                    "ID={}\nNAME=\"{}\"\n",
+                    manifest.platform.id(),
+                    manifest.platform.id()
+                )
+                .into_bytes(),
+            ),
         )
         .map_err(usr::UsrError::from)?;
         let region = Region::new(&mut img, p.first_lba * 512, p.size_bytes);
@@ -334,7 +363,10 @@ pub fn run(args: &BuildArgs) -> Result<BuildOutput, BuildError> {
     img.sync_all().map_err(io(&tmp_image))?;
     drop(img);
     std::fs::rename(&tmp_image, &image).map_err(io(&image))?;
-    step.done(&format!("{:.0} MiB virtual", layout.total_bytes as f64 / 1048576.0));
+    step.done(&format!(
+        "{:.0} MiB virtual",
+        layout.total_bytes as f64 / 1048576.0
+    ));
 
     let step = progress.step("checksums", None);
     let mut files = Vec::new();
@@ -423,15 +455,23 @@ fn esp_tree(
     cmdline: &str,
 ) -> Result<Tree, BuildError> {
     let mut t = Tree::new();
-    let mut add = |t: &mut Tree, p: &str, s: Source| t.file(p, 0o644, s).map_err(usr::UsrError::from);
-    add(&mut t, "EFI/BOOT/BOOTX64.EFI", Source::Path(sdboot.to_path_buf()))?;
+    let add = |t: &mut Tree, p: &str, s: Source| t.file(p, 0o644, s).map_err(usr::UsrError::from);
+    add(
+        &mut t,
+        "EFI/BOOT/BOOTX64.EFI",
+        Source::Path(sdboot.to_path_buf()),
+    )?;
     // No `default`: systemd-boot then prefers entries with tries left and, among those, the
     // highest `version`, which is what an A/B update wants.
     let loader_conf = format!(
         "timeout {}\neditor no\nauto-entries no\nauto-firmware no\nconsole-mode keep\n",
         manifest.boot.timeout
     );
-    add(&mut t, "loader/loader.conf", Source::Bytes(loader_conf.into_bytes()))?;
+    add(
+        &mut t,
+        "loader/loader.conf",
+        Source::Bytes(loader_conf.into_bytes()),
+    )?;
     let entry = EntryName::new(Slot::A, manifest.boot.tries);
     add(
         &mut t,
@@ -439,8 +479,16 @@ fn esp_tree(
         Source::Bytes(loader_entry(manifest, Slot::A, cmdline).into_bytes()),
     )?;
     let dir = Slot::A.esp_dir();
-    add(&mut t, &format!("{dir}/vmlinuz"), Source::Path(vmlinuz.to_path_buf()))?;
-    add(&mut t, &format!("{dir}/initrd"), Source::Bytes(initrd.to_vec()))?;
+    add(
+        &mut t,
+        &format!("{dir}/vmlinuz"),
+        Source::Path(vmlinuz.to_path_buf()),
+    )?;
+    add(
+        &mut t,
+        &format!("{dir}/initrd"),
+        Source::Bytes(initrd.to_vec()),
+    )?;
     Ok(t)
 }
 

@@ -1,7 +1,9 @@
 //! FAT filesystems in the image: the ESP (FAT32, label `EFI-SYSTEM`) and the OEM partition.
 //!
-//! fatfs is used with its default features off, so it has no clock: every timestamp is the
-//! DOS epoch (1980-01-01 00:00). The volume id is the CRC32 of the label (`EFI-SYSTEM` gives
+//! fatfs is used with its default features off, so it has no clock; it would then stamp every
+//! entry with date 0 (month 0, day 0), which is not a valid date: OVMF's FAT driver refuses to
+//! rename such a file (EFI_INVALID_PARAMETER), and renaming is how systemd-boot counts boot
+//! attempts. [`DosEpoch`] stamps every entry 1980-01-01 00:00 instead, still fixed. The volume id is the CRC32 of the label (`EFI-SYSTEM` gives
 //! [`ESP_VOLUME_ID`]), fixed for every build, and files are written in the tree's sorted order,
 //! so the same tree gives the same bytes.
 //!
@@ -14,9 +16,38 @@
 //! free-cluster summary left "unknown".
 
 use crate::tree::{Node, Tree, TreeError};
-use fatfs::{FatType, FileSystem, FormatVolumeOptions, FsOptions};
+use fatfs::{
+    Date, DateTime, FatType, FileSystem, FormatVolumeOptions, FsOptions, Time, TimeProvider,
+};
 use std::io::{Read, Seek, SeekFrom, Write};
 use thiserror::Error;
+
+/// Stamps every entry with the DOS epoch, 1980-01-01 00:00:00: fixed (reproducible) and valid.
+#[derive(Debug)]
+pub struct DosEpoch;
+
+static DOS_EPOCH: DosEpoch = DosEpoch;
+
+impl TimeProvider for DosEpoch {
+    fn get_current_date(&self) -> Date {
+        Date {
+            year: 1980,
+            month: 1,
+            day: 1,
+        }
+    }
+    fn get_current_date_time(&self) -> DateTime {
+        DateTime {
+            date: self.get_current_date(),
+            time: Time {
+                hour: 0,
+                min: 0,
+                sec: 0,
+                millis: 0,
+            },
+        }
+    }
+}
 
 /// Label of the EFI system partition (the same as the GPT partition name).
 pub const ESP_LABEL: &str = "EFI-SYSTEM";
@@ -133,7 +164,8 @@ pub fn write_fat<F: Read + Write + Seek>(
     fatfs::format_volume(&mut dev, opts).map_err(io(format!("formatting {label}")))?;
     dev.rewind().map_err(io("seeking to the volume start"))?;
 
-    let fs = FileSystem::new(&mut dev, FsOptions::new()).map_err(io(format!("opening {label}")))?;
+    let fs = FileSystem::new(&mut dev, FsOptions::new().time_provider(&DOS_EPOCH))
+        .map_err(io(format!("opening {label}")))?;
     if cluster.is_some() && fs.fat_type() != FatType::Fat32 {
         return Err(EspError::NotFat32 {
             got: fs.fat_type(),
@@ -504,6 +536,36 @@ mod tests {
             read_file(&mut c, "nope"),
             Err(EspError::NotFound(_))
         ));
+    }
+
+    /// Firmware refuses to rename an entry whose dates are invalid, which breaks systemd-boot's
+    /// boot counting; every entry must carry a real date.
+    #[test]
+    fn every_entry_has_a_valid_date() {
+        let a = image(128 * MIB, &esp_tree());
+        let fs = FileSystem::new(Cursor::new(a), FsOptions::new()).unwrap();
+        let mut dirs = vec![fs.root_dir()];
+        let mut seen = 0;
+        while let Some(d) = dirs.pop() {
+            for e in d.iter() {
+                let e = e.unwrap();
+                let name = e.file_name();
+                if name == "." || name == ".." {
+                    continue;
+                }
+                for date in [e.created().date, e.accessed(), e.modified().date] {
+                    assert!(
+                        (1..=12).contains(&date.month) && (1..=31).contains(&date.day),
+                        "{name}: {date:?}"
+                    );
+                }
+                seen += 1;
+                if e.is_dir() {
+                    dirs.push(e.to_dir());
+                }
+            }
+        }
+        assert!(seen >= 8, "{seen}");
     }
 
     #[test]

@@ -6,7 +6,11 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "crust", version, about = "Build, inspect and boot crust OS images")]
+#[command(
+    name = "crust",
+    version,
+    about = "Build, inspect and boot crust OS images"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

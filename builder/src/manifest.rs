@@ -188,8 +188,16 @@ impl Manifest {
                 return Err(invalid("agents", format!("{a:?} is not a command name")));
             }
         }
-        if self.name.is_empty() || !self.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
-            return Err(invalid("name", format!("{:?}: use lowercase letters, digits and -", self.name)));
+        if self.name.is_empty()
+            || !self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return Err(invalid(
+                "name",
+                format!("{:?}: use lowercase letters, digits and -", self.name),
+            ));
         }
         Ok(())
     }

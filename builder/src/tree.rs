@@ -24,7 +24,9 @@ pub enum Node {
 
 #[derive(Debug, Error)]
 pub enum TreeError {
-    #[error("path {0:?} must be relative, without `..` (paths in a tree are relative to its root)")]
+    #[error(
+        "path {0:?} must be relative, without `..` (paths in a tree are relative to its root)"
+    )]
     BadPath(PathBuf),
     #[error("{path:?} is already a {existing} in the tree; cannot add it again as a {new}")]
     Conflict {
@@ -129,7 +131,8 @@ impl Tree {
                     })
                 }
                 None => {
-                    self.nodes.insert(a.to_path_buf(), Node::Dir { mode: 0o755 });
+                    self.nodes
+                        .insert(a.to_path_buf(), Node::Dir { mode: 0o755 });
                 }
             }
         }
@@ -244,12 +247,14 @@ impl Source {
     pub fn len(&self) -> Result<u64, TreeError> {
         match self {
             Source::Bytes(b) => Ok(b.len() as u64),
-            Source::Path(p) => std::fs::metadata(p)
-                .map(|m| m.len())
-                .map_err(|source| TreeError::Read {
-                    path: p.clone(),
-                    source,
-                }),
+            Source::Path(p) => {
+                std::fs::metadata(p)
+                    .map(|m| m.len())
+                    .map_err(|source| TreeError::Read {
+                        path: p.clone(),
+                        source,
+                    })
+            }
         }
     }
 }
@@ -263,7 +268,10 @@ mod tests {
         let mut t = Tree::new();
         t.file("usr/bin/b", 0o755, Source::Bytes(vec![])).unwrap();
         t.symlink("bin", "usr/bin").unwrap();
-        let paths: Vec<_> = t.iter().map(|(p, _)| p.to_str().unwrap().to_string()).collect();
+        let paths: Vec<_> = t
+            .iter()
+            .map(|(p, _)| p.to_str().unwrap().to_string())
+            .collect();
         assert_eq!(paths, ["bin", "usr", "usr/bin", "usr/bin/b"]);
     }
 
@@ -276,7 +284,8 @@ mod tests {
         assert!(t.file("../etc", 0o644, Source::Bytes(vec![])).is_err());
         assert!(t.file("/etc/abs", 0o644, Source::Bytes(vec![])).is_err());
         // A file replaces a file: overlays win over packages.
-        t.file("etc/x", 0o600, Source::Bytes(b"new".to_vec())).unwrap();
+        t.file("etc/x", 0o600, Source::Bytes(b"new".to_vec()))
+            .unwrap();
         assert_eq!(
             t.get("etc/x"),
             Some(&Node::File {

@@ -67,7 +67,9 @@ pub fn usr_path(package_path: &str) -> Option<PathBuf> {
     let mut comps = p.components();
     match comps.next() {
         Some(Component::Normal(first)) if first == "usr" => Some(comps.as_path().to_path_buf()),
-        Some(Component::Normal(first)) if ["bin", "sbin", "lib", "lib64"].iter().any(|d| first == *d) => {
+        Some(Component::Normal(first))
+            if ["bin", "sbin", "lib", "lib64"].iter().any(|d| first == *d) =>
+        {
             Some(p.to_path_buf())
         }
         _ => None,
@@ -86,7 +88,13 @@ fn package<'a>(inputs: &'a Inputs, name: &str) -> Result<&'a Unpacked, UsrError>
 fn search_dirs(packages: &[Unpacked]) -> Vec<PathBuf> {
     let mut dirs = Vec::new();
     for p in packages {
-        for d in ["lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu", "lib64", "lib", "usr/lib"] {
+        for d in [
+            "lib/x86_64-linux-gnu",
+            "usr/lib/x86_64-linux-gnu",
+            "lib64",
+            "lib",
+            "usr/lib",
+        ] {
             let full = p.root.join(d);
             if full.is_dir() {
                 dirs.push(full);
@@ -129,7 +137,11 @@ pub fn usr_tree(inputs: &Inputs) -> Result<Tree, UsrError> {
     let mut t = Tree::new();
 
     // The agent and its names come first so nothing else can take them.
-    t.file("bin/crust-agent", 0o755, Source::Path(inputs.agent.to_path_buf()))?;
+    t.file(
+        "bin/crust-agent",
+        0o755,
+        Source::Path(inputs.agent.to_path_buf()),
+    )?;
     for a in &m.agents {
         t.symlink(format!("bin/{a}"), "crust-agent")?;
     }
@@ -193,7 +205,11 @@ pub fn usr_tree(inputs: &Inputs) -> Result<Tree, UsrError> {
     }
 
     // Release files.
-    t.file("lib/os-release", 0o644, Source::Bytes(os_release(m, inputs.epoch).into_bytes()))?;
+    t.file(
+        "lib/os-release",
+        0o644,
+        Source::Bytes(os_release(m, inputs.epoch).into_bytes()),
+    )?;
     t.file(
         "share/crust/release",
         0o644,
@@ -210,7 +226,9 @@ pub fn usr_tree(inputs: &Inputs) -> Result<Tree, UsrError> {
         ov.add_host_dir("", &dir)?;
         for (path, node) in ov.iter() {
             let dest = match path.components().next() {
-                Some(Component::Normal(c)) if c == "usr" => path.strip_prefix("usr").map(Path::to_path_buf).ok(),
+                Some(Component::Normal(c)) if c == "usr" => {
+                    path.strip_prefix("usr").map(Path::to_path_buf).ok()
+                }
                 Some(Component::Normal(c)) if c == "etc" => {
                     Some(Path::new(ETC_DEFAULTS).join(path.strip_prefix("etc").unwrap_or(path)))
                 }
@@ -236,8 +254,13 @@ pub fn usr_tree(inputs: &Inputs) -> Result<Tree, UsrError> {
     // Busybox applets last: a real binary of the same name always wins.
     let busybox = busybox_path(inputs)?;
     for applet in busybox_applets(&busybox)? {
-        let Some(dest) = usr_path(&applet) else { continue };
-        let name = dest.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let Some(dest) = usr_path(&applet) else {
+            continue;
+        };
+        let name = dest
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
         if SKIPPED_APPLETS.contains(&name) || t.contains(&dest) {
             continue;
         }
@@ -330,7 +353,11 @@ pub fn initramfs_tree(inputs: &Inputs) -> Result<(Tree, Vec<String>), UsrError> 
         list.push_str(&format!("/{}\n", dest.display()));
         names.push(module.name.clone());
     }
-    t.file("etc/crust/early-modules", 0o644, Source::Bytes(list.into_bytes()))?;
+    t.file(
+        "etc/crust/early-modules",
+        0o644,
+        Source::Bytes(list.into_bytes()),
+    )?;
     Ok((t, names))
 }
 
@@ -351,7 +378,10 @@ mod tests {
         assert_eq!(usr_path("bin/busybox"), Some(PathBuf::from("bin/busybox")));
         assert_eq!(usr_path("/sbin/mke2fs"), Some(PathBuf::from("sbin/mke2fs")));
         assert_eq!(usr_path("usr/bin/awk"), Some(PathBuf::from("bin/awk")));
-        assert_eq!(usr_path("lib/x86_64-linux-gnu/libc.so.6"), Some(PathBuf::from("lib/x86_64-linux-gnu/libc.so.6")));
+        assert_eq!(
+            usr_path("lib/x86_64-linux-gnu/libc.so.6"),
+            Some(PathBuf::from("lib/x86_64-linux-gnu/libc.so.6"))
+        );
         assert_eq!(usr_path("etc/mke2fs.conf"), None);
         assert_eq!(usr_path("var/lib/x"), None);
     }
