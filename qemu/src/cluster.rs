@@ -1,0 +1,335 @@
+//! A named group of nodes sharing a state directory: create, reopen, wait, tear down.
+
+use crate::accel::{self, Accel};
+use crate::command::{qemu_args, QemuSpec};
+use crate::error::{io, Error, Result};
+use crate::image;
+use crate::node::{LaunchMode, Node, NodeStatus};
+use crate::process::Stopped;
+use crate::qcow2;
+use crate::state::{self, NodePaths, StateEnv};
+use crate::tools::{self, Tools};
+use crust_common::ready::Ready;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const CLUSTER_FILE: &str = "cluster.json";
+const MAX_NODES: usize = 64;
+
+/// What to create.
+#[derive(Debug, Clone)]
+pub struct ClusterSpec {
+    pub name: String,
+    pub image: PathBuf,
+    pub nodes: usize,
+    pub memory_mib: u32,
+    pub cpus: u32,
+    /// Virtual disk size of each node; larger than the image so first boot grows ROOT.
+    pub disk_size: u64,
+    pub mode: LaunchMode,
+    /// State root; `None` means the usual one (see [`StateEnv::root`]).
+    pub state_root: Option<PathBuf>,
+}
+
+impl ClusterSpec {
+    pub fn new(image: impl Into<PathBuf>, nodes: usize) -> Self {
+        ClusterSpec {
+            name: state::DEFAULT_CLUSTER.into(),
+            image: image.into(),
+            nodes,
+            memory_mib: 512,
+            cpus: 1,
+            disk_size: 8 << 30,
+            mode: LaunchMode::Daemon,
+            state_root: None,
+        }
+    }
+}
+
+/// What `cluster.json` records so later commands can reopen and restart nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterFile {
+    pub image: PathBuf,
+    pub nodes: Vec<String>,
+    pub memory_mib: u32,
+    pub cpus: u32,
+    pub disk_size: u64,
+    pub accel: Accel,
+    pub qemu: PathBuf,
+    pub ovmf_code: PathBuf,
+}
+
+/// A node that reached ready, and how long that took from QEMU start as seen by the host.
+#[derive(Debug, Clone)]
+pub struct NodeReady {
+    pub node: String,
+    pub ready: Ready,
+    pub elapsed: Option<Duration>,
+}
+
+#[derive(Debug)]
+pub struct Cluster {
+    name: String,
+    dir: PathBuf,
+    file: ClusterFile,
+    nodes: Vec<Node>,
+    mode: LaunchMode,
+    removed: bool,
+}
+
+fn state_root(given: Option<&Path>) -> Result<PathBuf> {
+    let root = match given {
+        Some(p) => p.to_path_buf(),
+        None => StateEnv::from_process().root()?,
+    };
+    state::absolute(&root)
+}
+
+impl Cluster {
+    /// Checks the inputs, prepares every node and starts them all; does not wait for ready
+    /// (see [`Cluster::wait_ready`]). `note` hears about slow or surprising steps.
+    pub fn create(spec: &ClusterSpec, note: &dyn Fn(&str)) -> Result<Cluster> {
+        state::check_name("cluster name", &spec.name)?;
+        if spec.nodes == 0 || spec.nodes > MAX_NODES {
+            return Err(Error::Invalid {
+                what: "node count",
+                value: spec.nodes.to_string(),
+                reason: format!("must be 1 to {MAX_NODES}"),
+            });
+        }
+        let image = state::absolute(&spec.image)?;
+        let image_size = image::check(&image)?;
+        let disk_size = spec.disk_size.max(image_size).next_multiple_of(1 << 20);
+        let tools = tools::ensure(note)?;
+        let root = state_root(spec.state_root.as_deref())?;
+        let dir = root.join(&spec.name);
+        if dir.exists() {
+            match Cluster::open(Some(&root), &spec.name) {
+                Ok(old) if old.nodes.iter().any(Node::is_running) => {
+                    return Err(Error::ClusterUp {
+                        name: spec.name.clone(),
+                    });
+                }
+                _ => {
+                    note(&format!(
+                        "removing stale state of cluster {:?} in {}",
+                        spec.name,
+                        dir.display()
+                    ));
+                    std::fs::remove_dir_all(&dir)
+                        .map_err(io(format!("removing {}", dir.display())))?;
+                }
+            }
+        }
+        let choice = accel::detect(&tools)?;
+        note(&format!(
+            "accelerator: {} ({})",
+            choice.accel.name(),
+            choice.reason
+        ));
+        let file = ClusterFile {
+            image: image.clone(),
+            nodes: (0..spec.nodes).map(state::node_name).collect(),
+            memory_mib: spec.memory_mib,
+            cpus: spec.cpus,
+            disk_size,
+            accel: choice.accel,
+            qemu: tools.qemu.clone(),
+            ovmf_code: tools.ovmf_code.clone(),
+        };
+        let mut cluster = Cluster {
+            name: spec.name.clone(),
+            nodes: Self::nodes_of(&spec.name, &dir, &file, spec.mode),
+            dir,
+            file,
+            mode: spec.mode,
+            removed: false,
+        };
+        // From here on a failure removes what was made (and stops what was started).
+        let prepared = cluster.prepare(&tools).and_then(|_| {
+            for node in &cluster.nodes {
+                node.start()?;
+            }
+            Ok(())
+        });
+        if let Err(e) = prepared {
+            let _ = cluster.teardown();
+            return Err(e);
+        }
+        Ok(cluster)
+    }
+
+    fn prepare(&self, tools: &Tools) -> Result<()> {
+        for node in &self.nodes {
+            NodePaths::new(node.dir().to_path_buf()).check_socket_len()?;
+        }
+        std::fs::create_dir_all(&self.dir)
+            .map_err(io(format!("creating {}", self.dir.display())))?;
+        let json = serde_json::to_string_pretty(&self.file).map_err(|source| Error::Json {
+            what: "encoding cluster.json".into(),
+            source,
+        })?;
+        let path = self.dir.join(CLUSTER_FILE);
+        std::fs::write(&path, json + "\n").map_err(io(format!("writing {}", path.display())))?;
+        for node in &self.nodes {
+            let paths = NodePaths::new(node.dir().to_path_buf());
+            std::fs::create_dir(&paths.dir)
+                .map_err(io(format!("creating {}", paths.dir.display())))?;
+            qcow2::create_overlay(&paths.overlay(), &self.file.image, self.file.disk_size)?;
+            std::fs::copy(&tools.ovmf_vars, paths.vars()).map_err(io(format!(
+                "copying {} to {}",
+                tools.ovmf_vars.display(),
+                paths.vars().display()
+            )))?;
+        }
+        Ok(())
+    }
+
+    fn nodes_of(cluster: &str, dir: &Path, file: &ClusterFile, mode: LaunchMode) -> Vec<Node> {
+        file.nodes
+            .iter()
+            .map(|name| {
+                let paths = NodePaths::new(dir.join(name));
+                let args = qemu_args(&QemuSpec {
+                    name: &format!("{cluster}-{name}"),
+                    accel: file.accel,
+                    memory_mib: file.memory_mib,
+                    cpus: file.cpus,
+                    ovmf_code: &file.ovmf_code,
+                    paths: &paths,
+                    daemonize: mode == LaunchMode::Daemon,
+                });
+                Node::new(name.clone(), paths, file.qemu.clone(), args, mode)
+            })
+            .collect()
+    }
+
+    /// Reopens a cluster made by an earlier command (its nodes restart daemonized).
+    pub fn open(state_root_dir: Option<&Path>, name: &str) -> Result<Cluster> {
+        state::check_name("cluster name", name)?;
+        let root = state_root(state_root_dir)?;
+        let dir = root.join(name);
+        let path = dir.join(CLUSTER_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|_| Error::ClusterNotFound {
+            name: name.into(),
+            dir: root.clone(),
+        })?;
+        let file: ClusterFile = serde_json::from_str(&text).map_err(|source| Error::Json {
+            what: format!("reading {}", path.display()),
+            source,
+        })?;
+        for n in &file.nodes {
+            state::check_name("node name", n)?;
+        }
+        Ok(Cluster {
+            name: name.into(),
+            nodes: Self::nodes_of(name, &dir, &file, LaunchMode::Daemon),
+            dir,
+            file,
+            mode: LaunchMode::Daemon,
+            removed: false,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> &ClusterFile {
+        &self.file
+    }
+
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    /// The node called `name` (`node0`, ...).
+    pub fn node_named(&self, name: &str) -> Result<&Node> {
+        self.nodes
+            .iter()
+            .find(|n| n.name() == name)
+            .ok_or_else(|| Error::NodeNotFound {
+                cluster: self.name.clone(),
+                node: name.into(),
+                known: self.file.nodes.join(", "),
+            })
+    }
+
+    /// Waits, for all nodes at once, for their first ready line.
+    pub fn wait_ready(&self, timeout: Duration) -> Result<Vec<NodeReady>> {
+        let results: Vec<Result<NodeReady>> = std::thread::scope(|s| {
+            let handles: Vec<_> = self
+                .nodes
+                .iter()
+                .map(|n| {
+                    s.spawn(move || {
+                        let ready = n.wait_ready(1, timeout)?;
+                        Ok(NodeReady {
+                            node: n.name().into(),
+                            ready,
+                            elapsed: n.started_at().map(|t| t.elapsed()),
+                        })
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| match h.join() {
+                    Ok(r) => r,
+                    Err(_) => Err(Error::Invalid {
+                        what: "wait",
+                        value: String::new(),
+                        reason: "a waiting thread panicked".into(),
+                    }),
+                })
+                .collect()
+        });
+        results.into_iter().collect()
+    }
+
+    pub fn status(&self) -> Vec<NodeStatus> {
+        self.nodes.iter().map(Node::status).collect()
+    }
+
+    /// Stops every node and removes the cluster's state directory.
+    pub fn down(mut self) -> Result<Vec<(String, Stopped)>> {
+        self.teardown()
+    }
+
+    fn teardown(&mut self) -> Result<Vec<(String, Stopped)>> {
+        let mut stopped = Vec::new();
+        let mut first_err = None;
+        for n in &self.nodes {
+            match n.stop() {
+                Ok(s) => stopped.push((n.name().to_string(), s)),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+        if self.dir.exists() {
+            std::fs::remove_dir_all(&self.dir)
+                .map_err(io(format!("removing {}", self.dir.display())))?;
+        }
+        self.removed = true;
+        Ok(stopped)
+    }
+}
+
+impl Drop for Cluster {
+    /// A cluster whose QEMUs are our children goes away with its handle, including on panic.
+    fn drop(&mut self) {
+        if self.mode == LaunchMode::Child && !self.removed {
+            let _ = self.teardown();
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! The QEMU command line of one node, built without I/O so it can be checked in unit tests.
+
+use crate::accel::{qemu_opt, Accel};
+use crate::state::NodePaths;
+use std::path::Path;
+
+/// Name the guest's console shell port has; the image's shell unit opens `/dev/hvc0`, and the
+/// name lets tools find the port as `/dev/virtio-ports/org.crust.shell` too.
+pub const SHELL_PORT: &str = "org.crust.shell";
+
+/// Everything that varies between node command lines.
+#[derive(Debug, Clone)]
+pub struct QemuSpec<'a> {
+    pub name: &'a str,
+    pub accel: Accel,
+    pub memory_mib: u32,
+    pub cpus: u32,
+    pub ovmf_code: &'a Path,
+    pub paths: &'a NodePaths,
+    /// Whether QEMU forks into the background (CLI) or stays our child (tests).
+    pub daemonize: bool,
+}
+
+/// Arguments after the program name. Paths are taken as given (callers pass absolute ones).
+pub fn qemu_args(spec: &QemuSpec) -> Vec<String> {
+    let p = spec.paths;
+    let path = |x: &Path| qemu_opt(&x.display().to_string());
+    let mut a: Vec<String> = spec.accel.args().iter().map(|s| s.to_string()).collect();
+    let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
+    push(&["-name", spec.name]);
+    push(&["-machine", "q35"]);
+    push(&["-m", &spec.memory_mib.to_string()]);
+    push(&["-smp", &spec.cpus.to_string()]);
+    push(&["-display", "none", "-nodefaults", "-no-user-config"]);
+    if spec.daemonize {
+        push(&["-daemonize"]);
+    }
+    push(&["-pidfile", &p.pidfile().display().to_string()]);
+    push(&[
+        "-drive",
+        &format!(
+            "if=pflash,format=raw,readonly=on,file={}",
+            path(spec.ovmf_code)
+        ),
+    ]);
+    push(&[
+        "-drive",
+        &format!("if=pflash,format=raw,file={}", path(&p.vars())),
+    ]);
+    // bootindex makes OVMF boot the disk first and drop network boot options, so a disk that
+    // fails to boot fails fast instead of waiting out PXE and HTTP boot timeouts.
+    push(&[
+        "-drive",
+        &format!("file={},if=none,id=disk0,format=qcow2", path(&p.overlay())),
+    ]);
+    push(&["-device", "virtio-blk-pci,drive=disk0,bootindex=1"]);
+    push(&["-serial", &format!("file:{}", p.console().display())]);
+    push(&["-device", "virtio-serial-pci"]);
+    push(&[
+        "-chardev",
+        &format!(
+            "socket,id=shell,path={},server=on,wait=off",
+            path(&p.shell_sock())
+        ),
+    ]);
+    push(&[
+        "-device",
+        &format!("virtconsole,chardev=shell,name={SHELL_PORT}"),
+    ]);
+    // Kept for later lifecycle verbs (graceful powerdown, reboot, link control).
+    push(&[
+        "-qmp",
+        &format!("unix:{},server=on,wait=off", path(&p.qmp_sock())),
+    ]);
+    push(&["-netdev", "user,id=mgmt,restrict=on"]);
+    // No iPXE option ROM: crust never boots from the management network.
+    push(&["-device", "virtio-net-pci,netdev=mgmt,romfile="]);
+    push(&["-device", "virtio-rng-pci"]);
+    a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec<'a>(paths: &'a NodePaths, daemonize: bool) -> QemuSpec<'a> {
+        QemuSpec {
+            name: "default-node0",
+            accel: Accel::Tcg,
+            memory_mib: 512,
+            cpus: 1,
+            ovmf_code: Path::new("/usr/share/OVMF/OVMF_CODE_4M.fd"),
+            paths,
+            daemonize,
+        }
+    }
+
+    #[test]
+    fn full_command_line() {
+        let paths = NodePaths::new("/s/default/node0".into());
+        let args = qemu_args(&spec(&paths, true)).join(" ");
+        let want = "-accel tcg -name default-node0 -machine q35 -m 512 -smp 1 -display none \
+            -nodefaults -no-user-config -daemonize -pidfile /s/default/node0/qemu.pid \
+            -drive if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd \
+            -drive if=pflash,format=raw,file=/s/default/node0/vars.fd \
+            -drive file=/s/default/node0/overlay.qcow2,if=none,id=disk0,format=qcow2 \
+            -device virtio-blk-pci,drive=disk0,bootindex=1 \
+            -serial file:/s/default/node0/console.log -device virtio-serial-pci \
+            -chardev socket,id=shell,path=/s/default/node0/shell.sock,server=on,wait=off \
+            -device virtconsole,chardev=shell,name=org.crust.shell \
+            -qmp unix:/s/default/node0/qmp.sock,server=on,wait=off \
+            -netdev user,id=mgmt,restrict=on -device virtio-net-pci,netdev=mgmt,romfile= \
+            -device virtio-rng-pci";
+        assert_eq!(args, want);
+    }
+
+    #[test]
+    fn child_mode_and_odd_paths() {
+        let paths = NodePaths::new("/s/a,b/node0".into());
+        let args = qemu_args(&spec(&paths, false));
+        assert!(!args.iter().any(|a| a == "-daemonize"));
+        assert!(args
+            .iter()
+            .any(|a| a == "file=/s/a,,b/node0/overlay.qcow2,if=none,id=disk0,format=qcow2"));
+        // Never -no-reboot: a guest reboot restarts in place and prints another ready line.
+        assert!(!args.iter().any(|a| a == "-no-reboot"));
+        assert!(args.iter().any(|a| a == "user,id=mgmt,restrict=on"));
+    }
+}
