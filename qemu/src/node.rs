@@ -319,7 +319,9 @@ impl Node {
     pub fn reboot_and_wait(&self, timeout: Duration) -> Result<Ready> {
         let seen = self.ready_lines()?.len();
         self.send("crustctl reboot")?;
-        self.wait_ready(seen + 1, timeout)
+        let ready = self.wait_ready(seen + 1, timeout)?;
+        lock(&self.shell).reset();
+        Ok(ready)
     }
 
     pub fn status(&self) -> NodeStatus {

@@ -58,6 +58,14 @@ pub fn frame(cmd: &str, id: &str) -> std::result::Result<String, String> {
     ))
 }
 
+/// A no-op that only prints a marker; safe to send again and again until the shell answers.
+pub fn probe_frame(id: &str) -> String {
+    format!("printf 'CRUST-%s-P\\n' {id}\n")
+}
+
+/// How long to wait for one probe answer before sending another.
+const PROBE_WAIT: Duration = Duration::from_millis(1500);
+
 /// Progress of reading a framed command's output.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Parsed {
@@ -163,6 +171,7 @@ impl Shell {
     /// Types `cmd` into the shell without waiting for it (for commands that do not return,
     /// such as a reboot).
     pub fn send(&mut self, cmd: &str) -> Result<()> {
+        self.handshake(cmd, Instant::now() + Duration::from_secs(30))?;
         let line = frame(cmd, &self.next_id()).map_err(|reason| Error::Invalid {
             what: "command",
             value: cmd.into(),
@@ -171,9 +180,67 @@ impl Shell {
         self.write_all(line.as_bytes())
     }
 
+    /// Waits until a shell reads and answers on the port. Input written while no guest process
+    /// has the console open (early boot, between a reboot and the shell's start) is discarded
+    /// by the guest kernel, so a command is only sent after a harmless probe came back.
+    fn handshake(&mut self, cmd: &str, deadline: Instant) -> Result<()> {
+        loop {
+            let id = self.next_id();
+            self.write_all(probe_frame(&id).as_bytes())?;
+            let want = format!("CRUST-{id}-P\n");
+            let probe_deadline = (Instant::now() + PROBE_WAIT).min(deadline);
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            loop {
+                let now = Instant::now();
+                if now >= deadline {
+                    return Err(Error::ExecTimeout {
+                        node: self.node.clone(),
+                        secs: 0,
+                        cmd: format!("(no shell answered on the console port) {cmd}"),
+                    });
+                }
+                if now >= probe_deadline {
+                    break;
+                }
+                let s = self.connect()?;
+                s.set_read_timeout(Some((probe_deadline - now).max(Duration::from_millis(1))))
+                    .map_err(crate::error::io("setting a socket timeout"))?;
+                match s.read(&mut chunk) {
+                    Ok(0) => {
+                        self.conn = None;
+                        break;
+                    }
+                    Ok(n) => {
+                        buf.extend_from_slice(&chunk[..n]);
+                        if String::from_utf8_lossy(&buf)
+                            .replace('\r', "")
+                            .contains(&want)
+                        {
+                            return Ok(());
+                        }
+                    }
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                        ) => {}
+                    Err(e) => {
+                        self.conn = None;
+                        return Err(crate::error::io(format!(
+                            "reading from the shell of {}",
+                            self.node
+                        ))(e));
+                    }
+                }
+            }
+        }
+    }
+
     /// Runs `cmd` and waits up to `timeout` for it to finish.
     pub fn exec(&mut self, cmd: &str, timeout: Duration) -> Result<ExecOutput> {
         let deadline = Instant::now() + timeout;
+        self.handshake(cmd, deadline)?;
         let mut resent = false;
         'send: loop {
             let id = self.next_id();
@@ -300,10 +367,13 @@ mod tests {
             let (conn, _) = listener.accept().expect("accept");
             let mut reader = std::io::BufReader::new(conn.try_clone().expect("clone"));
             let mut w = conn;
-            for _ in 0..2 {
+            let mut commands = 0;
+            while commands < 2 {
                 let mut frame = String::new();
-                for _ in 0..2 {
+                reader.read_line(&mut frame).expect("read");
+                if !frame.starts_with("printf 'CRUST-%s-P") {
                     reader.read_line(&mut frame).expect("read");
+                    commands += 1;
                 }
                 w.write_all(format!("# {}", frame.replace('\n', "\r\n")).as_bytes())
                     .expect("echo");
