@@ -10,6 +10,7 @@
 pub mod agent;
 pub mod build;
 pub mod debian;
+pub mod demo;
 pub mod disk;
 pub mod elf;
 pub mod esp;

@@ -27,6 +27,8 @@ enum Command {
     },
     /// Run local clusters of crust machines under QEMU.
     Cluster(crust_qemu::cli::ClusterArgs),
+    /// Build the default image, boot it under QEMU, show what runs, shut it down.
+    Demo(crust::demo::DemoArgs),
 }
 
 fn main() {
@@ -47,6 +49,7 @@ fn run(cli: Cli) -> Result<()> {
             print!("{report}");
         }
         Command::Cluster(args) => crust_qemu::cli::run(args)?,
+        Command::Demo(args) => crust::demo::run(&args)?,
     }
     Ok(())
 }

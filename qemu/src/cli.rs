@@ -195,6 +195,12 @@ fn up(spec: ClusterSpec, timeout: Duration) -> Result<()> {
 
 fn status(name: &str) -> Result<()> {
     let cluster = Cluster::open(None, name)?;
+    print_status(&cluster);
+    Ok(())
+}
+
+/// Prints the status table of a cluster (also used by `crust demo`).
+pub fn print_status(cluster: &Cluster) {
     println!(
         "{:<8} {:<8} {:>8} {:>8} {:>8} {:<5} {:<12} SLOT",
         "NODE", "STATE", "PID", "UPTIME", "RSS-MiB", "READY", "VERSION"
@@ -223,7 +229,6 @@ fn status(name: &str) -> Result<()> {
                 .unwrap_or_else(dash),
         );
     }
-    Ok(())
 }
 
 fn down(name: &str) -> Result<()> {

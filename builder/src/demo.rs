@@ -1,0 +1,107 @@
+//! `crust demo`, the README's main command: build the default image, boot it under QEMU, show
+//! what runs, and shut everything down (or leave it up with `--keep`).
+
+use crate::build::{self, BuildArgs, BuildError};
+use crust_qemu::{Cluster, ClusterSpec, LaunchMode};
+use std::path::PathBuf;
+use std::time::Duration;
+use thiserror::Error;
+
+/// Name of the demo's cluster, so it never touches the user's default cluster.
+pub const CLUSTER: &str = "demo";
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct DemoArgs {
+    /// Leave the cluster running afterwards (stop it with `crust cluster down --name demo`).
+    #[arg(long)]
+    pub keep: bool,
+    /// Number of nodes.
+    #[arg(short = 'n', long = "nodes", default_value_t = 1)]
+    pub nodes: usize,
+    /// Where the image is built.
+    #[arg(long, default_value = "out")]
+    pub out: PathBuf,
+    /// Seconds to wait for the nodes to be ready.
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Error)]
+pub enum DemoError {
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error(transparent)]
+    Cluster(#[from] crust_qemu::Error),
+    #[error("{0}")]
+    Tour(String),
+}
+
+/// What the tour runs on node0, with a caption each.
+const TOUR: &[(&str, &str)] = &[
+    ("the OS", "cat /etc/os-release"),
+    ("/usr: squashfs on the dm-verity device, read-only", "grep ' /usr ' /proc/mounts; echo \"dm device: $(cat /sys/block/dm-0/dm/name) over $(ls /sys/block/dm-0/slaves)\""),
+    ("/: ext4 on ROOT, grown to the disk's end", "grep ' / ' /proc/mounts; df -h / | tail -n 1"),
+    ("units", "crustctl list-units"),
+    ("the boot entry, blessed after this good boot", "ls /boot/loader/entries"),
+];
+
+pub fn run(args: &DemoArgs) -> Result<(), DemoError> {
+    eprintln!(
+        "crust demo: building the default image into {}",
+        args.out.display()
+    );
+    let built = build::run(&BuildArgs {
+        out: args.out.clone(),
+        ..BuildArgs::default()
+    })?;
+    let mut spec = ClusterSpec::new(&built.image, args.nodes);
+    spec.name = CLUSTER.to_string();
+    spec.mode = LaunchMode::Daemon;
+    eprintln!("crust demo: booting {} node(s) under QEMU", args.nodes);
+    let cluster = Cluster::create(&spec, &|msg| eprintln!("crust: {msg}"))?;
+    let result = tour(&cluster, Duration::from_secs(args.timeout));
+    if args.keep && result.is_ok() {
+        println!(
+            "\nThe cluster keeps running. Try:\n  crust cluster status --name {CLUSTER}\n  \
+             crust cluster exec node0 --name {CLUSTER} -- crustctl list-units\n  \
+             crust cluster down --name {CLUSTER}"
+        );
+    } else {
+        let dir = cluster.dir().to_path_buf();
+        cluster.down()?;
+        eprintln!("crust demo: cluster stopped, {} removed", dir.display());
+    }
+    result
+}
+
+fn tour(cluster: &Cluster, timeout: Duration) -> Result<(), DemoError> {
+    for r in cluster.wait_ready(timeout)? {
+        println!(
+            "{} ready: {:.1} s after QEMU started ({:.1} s of guest uptime), version {}, slot {}",
+            r.node,
+            r.elapsed.map(|d| d.as_secs_f64()).unwrap_or_default(),
+            r.ready.uptime_ms as f64 / 1000.0,
+            r.ready.version,
+            r.ready.slot
+        );
+    }
+    let node = cluster
+        .nodes()
+        .first()
+        .ok_or_else(|| DemoError::Tour("the cluster has no nodes".into()))?;
+    for (caption, cmd) in TOUR {
+        println!("\n== {caption}\n$ {cmd}");
+        let out = node.exec(cmd)?;
+        print!("{}", out.stdout);
+        if !out.success() {
+            return Err(DemoError::Tour(format!(
+                "`{cmd}` failed on {} with status {}",
+                node.name(),
+                out.status
+            )));
+        }
+    }
+    println!();
+    crust_qemu::cli::print_status(cluster);
+    Ok(())
+}
