@@ -83,6 +83,8 @@ pub fn inspect(image: &Path) -> Result<Report, InspectError> {
         path: image.to_path_buf(),
         source,
     };
+    // A missing or unreadable file is not "not a crust image": say what is wrong with it.
+    std::fs::File::open(image).map_err(io)?;
     let partitions = disk::read_gpt(image).map_err(|e| not_crust(e.to_string()))?;
     let disk_guid = disk::read_disk_guid(image).map_err(|e| not_crust(e.to_string()))?;
     check_labels(&partitions).map_err(not_crust)?;

@@ -34,9 +34,25 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
-        eprintln!("crust: error: {e:#}");
+        eprintln!("crust: error: {}", chain(&e));
         std::process::exit(1);
     }
+}
+
+/// The whole error chain on one line, without repeating a cause that a message already quotes.
+fn chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 fn run(cli: Cli) -> Result<()> {
