@@ -305,7 +305,7 @@ pub fn run(args: &BuildArgs) -> Result<BuildOutput, BuildError> {
     let esp_bytes: u64 = esp_tree
         .iter()
         .filter_map(|(_, n)| match n {
-            crate::tree::Node::File { source, .. } => source.len().ok(),
+            crate::tree::Node::File { source, .. } => source.size().ok(),
             _ => None,
         })
         .sum();

@@ -92,9 +92,8 @@ impl Step {
             self.name,
             self.started.elapsed().as_secs_f64()
         );
-        match &self.bar {
-            Some(b) => b.finish_and_clear(),
-            None => {}
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
         }
         if !self.quiet || self.bar.is_none() {
             eprintln!("{line}");

@@ -244,7 +244,8 @@ impl Source {
         }
     }
 
-    pub fn len(&self) -> Result<u64, TreeError> {
+    /// Size in bytes (for sizing checks before anything is written).
+    pub fn size(&self) -> Result<u64, TreeError> {
         match self {
             Source::Bytes(b) => Ok(b.len() as u64),
             Source::Path(p) => {

@@ -99,7 +99,10 @@ impl FromStr for Version {
         let mut next = || -> Result<u32, VersionError> {
             let p = parts.next().ok_or_else(err)?;
             // Leading zeros and signs would give two spellings of one version.
-            if p.is_empty() || (p.len() > 1 && p.starts_with('0')) || !p.bytes().all(|b| b.is_ascii_digit()) {
+            if p.is_empty()
+                || (p.len() > 1 && p.starts_with('0'))
+                || !p.bytes().all(|b| b.is_ascii_digit())
+            {
                 return Err(err());
             }
             p.parse().map_err(|_| err())
@@ -153,7 +156,9 @@ mod tests {
 
     #[test]
     fn refuses_malformed_versions() {
-        for bad in ["", "1", "1.2", "1.2.3.4", "1.02.3", "a.b.c", "1.2.-3", "1..3", "+1.2.3"] {
+        for bad in [
+            "", "1", "1.2", "1.2.3.4", "1.02.3", "a.b.c", "1.2.-3", "1..3", "+1.2.3",
+        ] {
             assert!(bad.parse::<Version>().is_err(), "{bad}");
         }
     }

@@ -6,7 +6,9 @@ use crust::build::{self, BuildArgs};
 use std::path::PathBuf;
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/crust-e2e-build").join(name);
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/crust-e2e-build")
+        .join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create scratch dir");
     dir
@@ -29,9 +31,17 @@ fn two_builds_with_the_same_inputs_are_byte_identical() {
         assert!(x == y, "{f} differs between two builds of the same inputs");
     }
     assert_eq!(one.verity.root_hash, two.verity.root_hash);
-    let report = crust::inspect::inspect(&a.join("crust.img")).expect("inspect").to_string();
-    assert!(report.contains(&one.verity.root_hash), "inspect shows the root hash:\n{report}");
-    assert!(report.contains(&one.version), "inspect shows the version:\n{report}");
+    let report = crust::inspect::inspect(&a.join("crust.img"))
+        .expect("inspect")
+        .to_string();
+    assert!(
+        report.contains(&one.verity.root_hash),
+        "inspect shows the root hash:\n{report}"
+    );
+    assert!(
+        report.contains(&one.version),
+        "inspect shows the version:\n{report}"
+    );
 }
 
 #[test]
@@ -40,7 +50,10 @@ fn a_usr_partition_too_small_for_the_tree_is_refused_naming_the_field() {
     let manifest = dir.join("small.yaml");
     let text = crust::manifest::DEFAULT_MANIFEST
         .replace("  usr-mib: 1024", "  usr-mib: 16")
-        .replace("../../overlays", &format!("{}/overlays", crust::agent::source_dir().display()));
+        .replace(
+            "../../overlays",
+            &format!("{}/overlays", crust::agent::source_dir().display()),
+        );
     std::fs::write(&manifest, text).expect("write manifest");
     let err = build::run(&BuildArgs {
         manifest: Some(manifest),
@@ -67,9 +80,15 @@ fn offline_build_with_an_empty_cache_names_the_missing_package() {
     let msg = err.to_string();
     assert!(msg.contains("apt-get download"), "{msg}");
     assert!(
-        ["busybox-static", "e2fsprogs", "libc6", "systemd-boot-efi", "linux-image-cloud-amd64"]
-            .iter()
-            .any(|p| msg.contains(p)),
+        [
+            "busybox-static",
+            "e2fsprogs",
+            "libc6",
+            "systemd-boot-efi",
+            "linux-image-cloud-amd64"
+        ]
+        .iter()
+        .any(|p| msg.contains(p)),
         "{msg}"
     );
 }

@@ -175,10 +175,9 @@ mod tests {
         );
         let e = BootParams::parse("mount.usr=/dev/vda3 usrhash=00").unwrap_err();
         assert!(e.to_string().contains("mount.usr"));
-        let e = BootParams::parse(
-            "mount.usr=PARTUUID=7130c94a-213a-4e5a-8e26-6cce9662f132 usrhash=zz",
-        )
-        .unwrap_err();
+        let e =
+            BootParams::parse("mount.usr=PARTUUID=7130c94a-213a-4e5a-8e26-6cce9662f132 usrhash=zz")
+                .unwrap_err();
         assert!(e.to_string().contains("usrhash"));
     }
 }

@@ -335,6 +335,9 @@ mod tests {
             entry: EntryName::blessed(Slot::A),
         };
         assert_eq!(good.gptprio(0), GptPrio::new(1, 0, true));
-        assert_eq!(Slot::from_partuuid(&Slot::B.partuuid().to_uppercase()), Some(Slot::B));
+        assert_eq!(
+            Slot::from_partuuid(&Slot::B.partuuid().to_uppercase()),
+            Some(Slot::B)
+        );
     }
 }
