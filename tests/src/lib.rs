@@ -51,7 +51,20 @@ pub struct Cluster {
 impl Cluster {
     /// Boots `n` nodes from [`image`] and waits until each printed its ready line.
     pub fn up(n: usize) -> Result<Cluster> {
-        let image = image()?;
+        let c = Cluster::start(image()?, n)?;
+        for r in c.inner.wait_ready(BOOT_TIMEOUT)? {
+            eprintln!(
+                "{} ready after {:.1} s (guest uptime {} ms)",
+                r.node,
+                r.elapsed.unwrap_or_default().as_secs_f64(),
+                r.ready.uptime_ms
+            );
+        }
+        Ok(c)
+    }
+
+    /// Starts `n` nodes from `image` without waiting for them: for boots that are meant to fail.
+    pub fn start(image: PathBuf, n: usize) -> Result<Cluster> {
         let state = tempfile::Builder::new()
             .prefix("crust-e2e-")
             .tempdir()
@@ -61,14 +74,6 @@ impl Cluster {
         spec.name = "e2e".into();
         spec.state_root = Some(state.path().to_path_buf());
         let inner = crust_qemu::Cluster::create(&spec, &|m| eprintln!("cluster: {m}"))?;
-        for r in inner.wait_ready(BOOT_TIMEOUT)? {
-            eprintln!(
-                "{} ready after {:.1} s (guest uptime {} ms)",
-                r.node,
-                r.elapsed.unwrap_or_default().as_secs_f64(),
-                r.ready.uptime_ms
-            );
-        }
         Ok(Cluster {
             inner,
             _state: state,
@@ -122,5 +127,30 @@ impl Node<'_> {
 
     pub fn inner(&self) -> &crust_qemu::Node {
         self.0
+    }
+
+    /// Waits until the serial console shows `needle`; returns the whole console log.
+    pub fn wait_console(&self, needle: &str, timeout: Duration) -> Result<String> {
+        let deadline = std::time::Instant::now() + timeout;
+        let path = self.0.console_log();
+        loop {
+            let log = std::fs::read(&path)
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default();
+            if log.contains(needle) {
+                return Ok(log);
+            }
+            if std::time::Instant::now() > deadline {
+                let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                bail!(
+                    "{} did not print {needle:?} within {timeout:?}; last lines of {}:\n{}",
+                    self.0.name(),
+                    path.display(),
+                    tail.join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
     }
 }
