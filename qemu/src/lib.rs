@@ -29,6 +29,7 @@ pub mod qcow2;
 pub mod ready;
 pub mod shell;
 pub mod state;
+pub mod switch;
 pub mod tools;
 
 pub use accel::Accel;
