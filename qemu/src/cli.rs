@@ -3,6 +3,7 @@
 use crate::cluster::{Cluster, ClusterSpec};
 use crate::node::LaunchMode;
 use crate::state::DEFAULT_CLUSTER;
+use crate::switch::fabric::SwitchStatus;
 use anyhow::{bail, Context, Result};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
@@ -93,6 +94,51 @@ enum ClusterCommand {
         #[arg(long, default_value_t = 300)]
         timeout: u64,
     },
+    /// Split the cluster network: frames pass only between nodes of the same set; a node in
+    /// no set reaches nobody. Example: `crust cluster partition node0 node1,node2`.
+    Partition {
+        /// Comma-separated node names, one argument per set.
+        #[arg(required = true, num_args = 1..)]
+        sets: Vec<String>,
+        #[command(flatten)]
+        name: NameArg,
+    },
+    /// Cut one node off the cluster network (it keeps its DHCP lease).
+    Isolate {
+        node: String,
+        #[command(flatten)]
+        name: NameArg,
+    },
+    /// Drop a percentage of the frames between nodes (repeatable per cluster name).
+    Loss {
+        percent: u8,
+        #[command(flatten)]
+        name: NameArg,
+    },
+    /// Delay frames on the cluster network: every frame, or those to and from one node.
+    Delay {
+        ms: u32,
+        /// Only frames sent or received by this node.
+        #[arg(long)]
+        node: Option<String>,
+        #[command(flatten)]
+        name: NameArg,
+    },
+    /// Undo partition, isolation, loss and delay: a perfect network again.
+    Heal {
+        #[command(flatten)]
+        name: NameArg,
+    },
+    /// Run the cluster switch (started by `up`; not for direct use).
+    #[command(hide = true)]
+    SwitchDaemon {
+        /// The cluster's switch directory (holds switch.json).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Fork into the background once the sockets are bound.
+        #[arg(long)]
+        daemonize: bool,
+    },
 }
 
 pub fn run(args: ClusterArgs) -> Result<()> {
@@ -160,7 +206,90 @@ pub fn run(args: ClusterArgs) -> Result<()> {
             );
             Ok(())
         }
+        ClusterCommand::Partition { sets, name } => {
+            let cluster = Cluster::open(None, &name.name)?;
+            let sets = sets
+                .iter()
+                .map(|set| {
+                    set.split(',')
+                        .filter(|n| !n.is_empty())
+                        .map(|n| cluster.node_index(n))
+                        .collect::<crate::Result<Vec<usize>>>()
+                })
+                .collect::<crate::Result<Vec<_>>>()?;
+            let refs: Vec<&[usize]> = sets.iter().map(Vec::as_slice).collect();
+            print_rules(&cluster, &cluster.partition(&refs)?);
+            Ok(())
+        }
+        ClusterCommand::Isolate { node, name } => {
+            let cluster = Cluster::open(None, &name.name)?;
+            let status = cluster.isolate(cluster.node_index(&node)?)?;
+            print_rules(&cluster, &status);
+            Ok(())
+        }
+        ClusterCommand::Loss { percent, name } => {
+            let cluster = Cluster::open(None, &name.name)?;
+            print_rules(&cluster, &cluster.set_loss(percent)?);
+            Ok(())
+        }
+        ClusterCommand::Delay { ms, node, name } => {
+            let cluster = Cluster::open(None, &name.name)?;
+            let node = node.map(|n| cluster.node_index(&n)).transpose()?;
+            print_rules(&cluster, &cluster.set_delay(node, ms)?);
+            Ok(())
+        }
+        ClusterCommand::Heal { name } => {
+            let cluster = Cluster::open(None, &name.name)?;
+            print_rules(&cluster, &cluster.heal()?);
+            Ok(())
+        }
+        ClusterCommand::SwitchDaemon { dir, daemonize } => {
+            Ok(crate::switch::daemon::main(&dir, daemonize)?)
+        }
     }
+}
+
+/// One line describing the network faults in force.
+pub fn rules_line(cluster: &Cluster, s: &SwitchStatus) -> String {
+    let names = |set: &[usize]| {
+        set.iter()
+            .map(|&i| {
+                cluster
+                    .nodes()
+                    .get(i)
+                    .map(|n| n.name().to_string())
+                    .unwrap_or_else(|| i.to_string())
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let r = &s.rules;
+    let mut parts = Vec::new();
+    if let Some(sets) = &r.partition {
+        let sets: Vec<String> = sets.iter().map(|s| names(s)).collect();
+        parts.push(format!("partition {}", sets.join(" | ")));
+    }
+    if !r.isolated.is_empty() {
+        parts.push(format!("isolated {}", names(&r.isolated)));
+    }
+    if r.loss_percent > 0 {
+        parts.push(format!("loss {}%", r.loss_percent));
+    }
+    if r.delay_ms > 0 {
+        parts.push(format!("delay {} ms", r.delay_ms));
+    }
+    for (n, ms) in &r.node_delay_ms {
+        parts.push(format!("delay {} ms at {}", ms, names(&[*n])));
+    }
+    if parts.is_empty() {
+        "healthy".into()
+    } else {
+        parts.join("; ")
+    }
+}
+
+fn print_rules(cluster: &Cluster, s: &SwitchStatus) {
+    println!("network: {}", rules_line(cluster, s));
 }
 
 fn up(spec: ClusterSpec, timeout: Duration) -> Result<()> {
@@ -201,14 +330,21 @@ fn status(name: &str) -> Result<()> {
 
 /// Prints the status table of a cluster (also used by `crust demo`).
 pub fn print_status(cluster: &Cluster) {
+    let net = cluster.switch_status().ok();
     println!(
-        "{:<8} {:<8} {:>8} {:>8} {:>8} {:<5} {:<12} SLOT",
-        "NODE", "STATE", "PID", "UPTIME", "RSS-MiB", "READY", "VERSION"
+        "{:<8} {:<8} {:>8} {:>8} {:>8} {:<5} {:<16} {:<12} SLOT",
+        "NODE", "STATE", "PID", "UPTIME", "RSS-MiB", "READY", "CLUSTER-IP", "VERSION"
     );
-    for s in cluster.status() {
+    for (i, s) in cluster.status().into_iter().enumerate() {
         let dash = || "-".to_string();
+        // The address is the node's static lease; `*` marks one the guest has not taken yet.
+        let ip = net
+            .as_ref()
+            .and_then(|n| n.ports.get(i))
+            .map(|p| format!("{}{}", p.ip, if p.leased { "" } else { "*" }))
+            .unwrap_or_else(dash);
         println!(
-            "{:<8} {:<8} {:>8} {:>8} {:>8} {:<5} {:<12} {}",
+            "{:<8} {:<8} {:>8} {:>8} {:>8} {:<5} {:<16} {:<12} {}",
             s.name,
             if s.running() { "running" } else { "stopped" },
             s.pid.map(|p| p.to_string()).unwrap_or_else(dash),
@@ -219,6 +355,7 @@ pub fn print_status(cluster: &Cluster) {
                 .map(|k| (k / 1024).to_string())
                 .unwrap_or_else(dash),
             if s.ready.is_some() { "yes" } else { "no" },
+            ip,
             s.ready
                 .as_ref()
                 .map(|r| r.version.clone())
@@ -228,6 +365,18 @@ pub fn print_status(cluster: &Cluster) {
                 .map(|r| r.slot.clone())
                 .unwrap_or_else(dash),
         );
+    }
+    match &net {
+        Some(n) => println!(
+            "switch: {} ({}), network {}",
+            match cluster.switch().pid() {
+                Some(pid) => format!("pid {pid}"),
+                None => "in-process".into(),
+            },
+            n.ip,
+            rules_line(cluster, n)
+        ),
+        None => println!("switch: not running"),
     }
 }
 

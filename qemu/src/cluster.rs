@@ -1,13 +1,16 @@
 //! A named group of nodes sharing a state directory: create, reopen, wait, tear down.
 
 use crate::accel::{self, Accel};
-use crate::command::{qemu_args, QemuSpec};
+use crate::command::{qemu_args, ClusterNic, QemuSpec};
 use crate::error::{io, Error, Result};
 use crate::image;
 use crate::node::{LaunchMode, Node, NodeStatus};
 use crate::process::Stopped;
 use crate::qcow2;
 use crate::state::{self, NodePaths, StateEnv};
+use crate::switch::control::Request;
+use crate::switch::fabric::SwitchStatus;
+use crate::switch::{self, Switch, SwitchConfig, SwitchPaths};
 use crate::tools::{self, Tools};
 use crust_common::ready::Ready;
 use serde::{Deserialize, Serialize};
@@ -75,6 +78,7 @@ pub struct Cluster {
     dir: PathBuf,
     file: ClusterFile,
     nodes: Vec<Node>,
+    switch: Switch,
     mode: LaunchMode,
     removed: bool,
 }
@@ -112,7 +116,11 @@ impl Cluster {
                         name: spec.name.clone(),
                     });
                 }
-                _ => {
+                stale => {
+                    if let Ok(old) = &stale {
+                        // A switch left behind by a cluster whose nodes are all gone.
+                        let _ = old.switch.stop();
+                    }
                     note(&format!(
                         "removing stale state of cluster {:?} in {}",
                         spec.name,
@@ -142,6 +150,7 @@ impl Cluster {
         let mut cluster = Cluster {
             name: spec.name.clone(),
             nodes: Self::nodes_of(&spec.name, &dir, &file, spec.mode),
+            switch: Switch::open(&dir),
             dir,
             file,
             mode: spec.mode,
@@ -149,6 +158,7 @@ impl Cluster {
         };
         // From here on a failure removes what was made (and stops what was started).
         let prepared = cluster.prepare(&tools).and_then(|_| {
+            cluster.switch = cluster.start_switch(spec.mode)?;
             for node in &cluster.nodes {
                 node.start()?;
             }
@@ -161,10 +171,27 @@ impl Cluster {
         Ok(cluster)
     }
 
+    fn switch_config(&self) -> SwitchConfig {
+        let nodes: Vec<(String, PathBuf)> = self
+            .nodes
+            .iter()
+            .map(|n| (n.name().to_string(), n.dir().to_path_buf()))
+            .collect();
+        SwitchConfig::for_nodes(&self.name, &nodes)
+    }
+
+    /// The switch runs before any node so that no frame of a booting guest is lost.
+    fn start_switch(&self, mode: LaunchMode) -> Result<Switch> {
+        let exe = std::env::current_exe().ok();
+        let host = switch::choose_host(mode, exe.as_deref());
+        Ok(Switch::start(&self.dir, &self.switch_config(), &host)?)
+    }
+
     fn prepare(&self, tools: &Tools) -> Result<()> {
         for node in &self.nodes {
             NodePaths::new(node.dir().to_path_buf()).check_socket_len()?;
         }
+        SwitchPaths::of_cluster(&self.dir).check_socket_len(&self.switch_config())?;
         std::fs::create_dir_all(&self.dir)
             .map_err(io(format!("creating {}", self.dir.display())))?;
         let json = serde_json::to_string_pretty(&self.file).map_err(|source| Error::Json {
@@ -190,8 +217,14 @@ impl Cluster {
     fn nodes_of(cluster: &str, dir: &Path, file: &ClusterFile, mode: LaunchMode) -> Vec<Node> {
         file.nodes
             .iter()
-            .map(|name| {
+            .enumerate()
+            .map(|(i, name)| {
                 let paths = NodePaths::new(dir.join(name));
+                let cluster_nic = Some(ClusterNic {
+                    local: switch::net_sock(&paths.dir),
+                    remote: SwitchPaths::of_cluster(dir).data_sock(),
+                    mac: switch::node_mac(i),
+                });
                 let args = qemu_args(&QemuSpec {
                     name: &format!("{cluster}-{name}"),
                     accel: file.accel,
@@ -200,6 +233,7 @@ impl Cluster {
                     ovmf_code: &file.ovmf_code,
                     paths: &paths,
                     daemonize: mode == LaunchMode::Daemon,
+                    cluster_nic,
                 });
                 Node::new(name.clone(), paths, file.qemu.clone(), args, mode)
             })
@@ -226,6 +260,7 @@ impl Cluster {
         Ok(Cluster {
             name: name.into(),
             nodes: Self::nodes_of(name, &dir, &file, LaunchMode::Daemon),
+            switch: Switch::open(&dir),
             dir,
             file,
             mode: LaunchMode::Daemon,
@@ -297,6 +332,56 @@ impl Cluster {
         self.nodes.iter().map(Node::status).collect()
     }
 
+    /// The cluster switch, for its pid and raw control requests.
+    pub fn switch(&self) -> &Switch {
+        &self.switch
+    }
+
+    /// Ports, leases, counters and active fault rules of the cluster network.
+    pub fn switch_status(&self) -> Result<SwitchStatus> {
+        Ok(self.switch.status()?)
+    }
+
+    /// Cuts the cluster network into sets of node indices: frames pass only within a set, and
+    /// a node in no set reaches nobody. Replaces an earlier partition.
+    /// `c.partition(&[&[0], &[1, 2]])`.
+    pub fn partition(&self, sets: &[&[usize]]) -> Result<SwitchStatus> {
+        let sets = sets.iter().map(|s| s.to_vec()).collect();
+        Ok(self.switch.request(&Request::Partition { sets })?)
+    }
+
+    /// Cuts one node off from all others (it still gets its DHCP lease).
+    pub fn isolate(&self, node: usize) -> Result<SwitchStatus> {
+        Ok(self.switch.request(&Request::Isolate { node })?)
+    }
+
+    /// Drops `percent` of the frames between nodes, in a pattern repeatable per cluster name.
+    pub fn set_loss(&self, percent: u8) -> Result<SwitchStatus> {
+        Ok(self.switch.request(&Request::Loss { percent })?)
+    }
+
+    /// Delays every frame (`node: None`), or every frame to or from one node, by `ms`.
+    pub fn set_delay(&self, node: Option<usize>, ms: u32) -> Result<SwitchStatus> {
+        Ok(self.switch.request(&Request::Delay { node, ms })?)
+    }
+
+    /// Removes every partition, isolation, loss and delay.
+    pub fn heal(&self) -> Result<SwitchStatus> {
+        Ok(self.switch.request(&Request::Heal)?)
+    }
+
+    /// The index of the node called `name`, for the fault calls above.
+    pub fn node_index(&self, name: &str) -> Result<usize> {
+        self.nodes
+            .iter()
+            .position(|n| n.name() == name)
+            .ok_or_else(|| Error::NodeNotFound {
+                cluster: self.name.clone(),
+                node: name.into(),
+                known: self.file.nodes.join(", "),
+            })
+    }
+
     /// Stops every node and removes the cluster's state directory.
     pub fn down(mut self) -> Result<Vec<(String, Stopped)>> {
         self.teardown()
@@ -316,6 +401,7 @@ impl Cluster {
         if let Some(e) = first_err {
             return Err(e);
         }
+        self.switch.stop()?;
         if self.dir.exists() {
             std::fs::remove_dir_all(&self.dir)
                 .map_err(io(format!("removing {}", self.dir.display())))?;

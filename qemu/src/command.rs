@@ -2,7 +2,8 @@
 
 use crate::accel::{qemu_opt, Accel};
 use crate::state::NodePaths;
-use std::path::Path;
+use crate::switch::frame::Mac;
+use std::path::{Path, PathBuf};
 
 /// Name the guest's console shell port has; the image's shell unit opens `/dev/hvc0`, and the
 /// name lets tools find the port as `/dev/virtio-ports/org.crust.shell` too.
@@ -19,6 +20,17 @@ pub struct QemuSpec<'a> {
     pub paths: &'a NodePaths,
     /// Whether QEMU forks into the background (CLI) or stays our child (tests).
     pub daemonize: bool,
+    /// The NIC on the cluster switch; it comes before the management NIC so the guest names
+    /// it eth0.
+    pub cluster_nic: Option<ClusterNic>,
+}
+
+/// A node's port on the cluster switch: QEMU sends frames from `local` to `remote`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterNic {
+    pub local: PathBuf,
+    pub remote: PathBuf,
+    pub mac: Mac,
 }
 
 /// Arguments after the program name. Paths are taken as given (callers pass absolute ones).
@@ -72,6 +84,20 @@ pub fn qemu_args(spec: &QemuSpec) -> Vec<String> {
         "-qmp",
         &format!("unix:{},server=on,wait=off", path(&p.qmp_sock())),
     ]);
+    if let Some(nic) = &spec.cluster_nic {
+        push(&[
+            "-netdev",
+            &format!(
+                "dgram,id=c0,local.type=unix,local.path={},remote.type=unix,remote.path={}",
+                path(&nic.local),
+                path(&nic.remote)
+            ),
+        ]);
+        push(&[
+            "-device",
+            &format!("virtio-net-pci,netdev=c0,mac={},romfile=", nic.mac),
+        ]);
+    }
     push(&["-netdev", "user,id=mgmt,restrict=on"]);
     // No iPXE option ROM: crust never boots from the management network.
     push(&["-device", "virtio-net-pci,netdev=mgmt,romfile="]);
@@ -92,6 +118,11 @@ mod tests {
             ovmf_code: Path::new("/usr/share/OVMF/OVMF_CODE_4M.fd"),
             paths,
             daemonize,
+            cluster_nic: Some(ClusterNic {
+                local: paths.dir.join("net.sock"),
+                remote: "/s/default/switch/switch.sock".into(),
+                mac: Mac([2, 0, 0, 0, 0, 1]),
+            }),
         }
     }
 
@@ -109,6 +140,9 @@ mod tests {
             -chardev socket,id=shell,path=/s/default/node0/shell.sock,server=on,wait=off \
             -device virtconsole,chardev=shell,name=org.crust.shell \
             -qmp unix:/s/default/node0/qmp.sock,server=on,wait=off \
+            -netdev dgram,id=c0,local.type=unix,local.path=/s/default/node0/net.sock,\
+            remote.type=unix,remote.path=/s/default/switch/switch.sock \
+            -device virtio-net-pci,netdev=c0,mac=02:00:00:00:00:01,romfile= \
             -netdev user,id=mgmt,restrict=on -device virtio-net-pci,netdev=mgmt,romfile= \
             -device virtio-rng-pci";
         assert_eq!(args, want);
@@ -125,5 +159,12 @@ mod tests {
         // Never -no-reboot: a guest reboot restarts in place and prints another ready line.
         assert!(!args.iter().any(|a| a == "-no-reboot"));
         assert!(args.iter().any(|a| a == "user,id=mgmt,restrict=on"));
+        // The cluster NIC is the first network device, so the guest calls it eth0.
+        let nics: Vec<&String> = args
+            .iter()
+            .filter(|a| a.starts_with("virtio-net-pci"))
+            .collect();
+        assert_eq!(nics.len(), 2);
+        assert!(nics[0].contains("netdev=c0"), "{nics:?}");
     }
 }

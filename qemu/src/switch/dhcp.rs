@@ -379,13 +379,15 @@ mod tests {
     fn request_table() {
         use MessageType::*;
         let other = Ipv4Addr::new(10, 0, 0, 7);
-        let cases: &[(
+        /// Client MAC, message, requested IP, server id, expected answer.
+        type Case = (
             Mac,
             MessageType,
             Option<Ipv4Addr>,
             Option<Ipv4Addr>,
             Option<MessageType>,
-        )] = &[
+        );
+        let cases: &[Case] = &[
             (NODE, Request, Some(NODE_IP), Some(SERVER_IP), Some(Ack)),
             (NODE, Request, Some(NODE_IP), None, Some(Ack)), // init-reboot
             (NODE, Request, Some(other), Some(SERVER_IP), Some(Nak)),
