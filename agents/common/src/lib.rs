@@ -4,6 +4,7 @@
 //! contract between the builder and stage 1 (`cmdline`), the ready line init prints and the host
 //! waits for (`ready`), and the unit-file model (`unit`).
 
+pub mod cloudconfig;
 pub mod cmdline;
 pub mod ready;
 pub mod slot;
