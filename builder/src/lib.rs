@@ -22,4 +22,5 @@ pub mod progress;
 pub mod squashfs;
 pub mod tree;
 pub mod usr;
+pub mod validate;
 pub mod verity;

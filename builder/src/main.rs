@@ -29,6 +29,11 @@ enum Command {
     Cluster(crust_qemu::cli::ClusterArgs),
     /// Build the default image, boot it under QEMU, show what runs, shut it down.
     Demo(crust::demo::DemoArgs),
+    /// Check a #cloud-config file: FILE:LINE:COL diagnostics; exit 1 on errors.
+    ValidateConfig {
+        /// A coreos-cloudinit cloud-config (user data).
+        file: PathBuf,
+    },
 }
 
 fn main() {
@@ -66,6 +71,13 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Cluster(args) => crust_qemu::cli::run(args)?,
         Command::Demo(args) => crust::demo::run(&args)?,
+        Command::ValidateConfig { file } => {
+            let report = crust::validate::run(&file)?;
+            print!("{}", report.text);
+            if !report.ok {
+                std::process::exit(1);
+            }
+        }
     }
     Ok(())
 }

@@ -384,7 +384,7 @@ fn write_file(c: &mut Checker, node: &Node, path: &str) -> Option<WriteFile> {
                                 v,
                                 format!(
                                     "invalid permissions \"{s}\" for \"{p}\": want an octal mode \
-                                     like \"0644\" (quote it so YAML keeps the leading 0)"
+                                     like \"0644\" or \"0755\""
                                 ),
                             );
                         }
