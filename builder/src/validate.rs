@@ -2,8 +2,7 @@
 //! same validator the guest uses (`crust_common::cloudconfig`), and prints compiler-style
 //! `FILE:LINE:COL: severity: message` lines and a summary.
 
-use crust_common::cloudconfig::{self, UserDataKind, Validation};
-use std::fmt::Write as _;
+use crust_common::cloudconfig::{self, Validation};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
@@ -28,49 +27,9 @@ pub struct Report {
 /// The report for `contents`, naming the file `name`. Pure: no I/O.
 pub fn report(name: &str, contents: &str) -> Report {
     let v: Validation = cloudconfig::validate(contents);
-    let mut text = String::new();
-    for d in &v.diagnostics {
-        let _ = writeln!(text, "{name}:{d}");
-    }
-    let summary = match v.kind {
-        UserDataKind::Script => {
-            "a user-data script (#!); it is run once as-is at first boot, not validated".to_string()
-        }
-        UserDataKind::Empty => "empty; it configures nothing".to_string(),
-        UserDataKind::Unknown => "not a cloud-config".to_string(),
-        UserDataKind::CloudConfig => {
-            let (e, w) = (v.errors(), v.warnings());
-            if e == 0 {
-                format!("valid cloud-config{}", count_suffix(w, "warning"))
-            } else {
-                format!(
-                    "invalid cloud-config: {}{}",
-                    plural(e, "error"),
-                    if w > 0 {
-                        format!(", {}", plural(w, "warning"))
-                    } else {
-                        String::new()
-                    }
-                )
-            }
-        }
-    };
-    let _ = writeln!(text, "{name}: {summary}");
     Report {
-        text,
+        text: v.render(name),
         ok: v.is_ok(),
-    }
-}
-
-fn plural(n: usize, what: &str) -> String {
-    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
-}
-
-fn count_suffix(n: usize, what: &str) -> String {
-    if n == 0 {
-        String::new()
-    } else {
-        format!(" ({})", plural(n, what))
     }
 }
 

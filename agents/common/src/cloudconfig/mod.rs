@@ -177,6 +177,35 @@ impl Validation {
     pub fn is_ok(&self) -> bool {
         self.errors() == 0
     }
+
+    /// The report both `crust validate-config` and `crustctl cloud-config validate` print: one
+    /// `NAME:LINE:COL: severity: message` line per diagnostic, then `NAME: summary`.
+    pub fn render(&self, name: &str) -> String {
+        let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+        let mut text = String::new();
+        for d in &self.diagnostics {
+            text.push_str(&format!("{name}:{d}\n"));
+        }
+        let summary = match self.kind {
+            UserDataKind::Script => {
+                "a user-data script (#!); it is run once as-is, not validated".to_string()
+            }
+            UserDataKind::Empty => "empty; it configures nothing".to_string(),
+            UserDataKind::Unknown => "not a cloud-config".to_string(),
+            UserDataKind::CloudConfig => match (self.errors(), self.warnings()) {
+                (0, 0) => "valid cloud-config".to_string(),
+                (0, w) => format!("valid cloud-config ({})", plural(w, "warning")),
+                (e, 0) => format!("invalid cloud-config: {}", plural(e, "error")),
+                (e, w) => format!(
+                    "invalid cloud-config: {}, {}",
+                    plural(e, "error"),
+                    plural(w, "warning")
+                ),
+            },
+        };
+        text.push_str(&format!("{name}: {summary}\n"));
+        text
+    }
 }
 
 /// Parses and checks a cloud-config document. Never panics, whatever the input.
