@@ -227,7 +227,11 @@ impl Manager {
     pub fn spawned(&mut self, i: usize, pid: i32) {
         let m = &mut self.units[i];
         m.state = match m.unit.kind {
-            ServiceType::Simple => {
+            // Exec, Notify and Forking are treated like Simple until the manager knows them.
+            ServiceType::Simple
+            | ServiceType::Exec
+            | ServiceType::Notify
+            | ServiceType::Forking => {
                 m.was_active = true;
                 State::Active { pid }
             }
@@ -246,7 +250,12 @@ impl Manager {
             self.units[i].state = State::Stopped;
             return Some(i);
         }
-        let ok = success || self.units[i].unit.exec_start.ignore_failure;
+        let ok = success
+            || self.units[i]
+                .unit
+                .exec_start
+                .first()
+                .is_some_and(|c| c.ignore_failure);
         self.finish(i, ok, format!("main process {status}"), now_ms);
         Some(i)
     }

@@ -184,7 +184,8 @@ impl<'k> Init<'k> {
                 match spawn(&unit, self.console.as_ref()) {
                     Ok(pid) => self.mgr.spawned(i, pid),
                     Err(e) => {
-                        let why = format!("cannot start {}: {e}", unit.exec_start.argv[0]);
+                        let prog = unit.exec_start.first().map_or("", |c| c.program());
+                        let why = format!("cannot start {prog}: {e}");
                         console::error(&format!("{}: {why}", unit.name));
                         self.mgr.spawn_failed(i, why, now);
                     }
@@ -466,8 +467,8 @@ fn spawn(unit: &Unit, console: Option<&fs::File>) -> io::Result<i32> {
     use std::process::{Command, Stdio};
     let (prog, args) = unit
         .exec_start
-        .argv
-        .split_first()
+        .first()
+        .and_then(|c| c.argv.split_first())
         .ok_or_else(|| io::Error::other("empty ExecStart"))?;
     let mut cmd = Command::new(prog);
     cmd.args(args)
@@ -744,7 +745,7 @@ mod tests {
         fs::write(usr.join("masked.service"), SVC).unwrap();
         fs::write(
             usr.join("broken.service"),
-            "[Service]\nType=forking\nExecStart=/x\n",
+            "[Service]\nType=dbus\nExecStart=/x\n",
         )
         .unwrap();
         std::os::unix::fs::symlink("/dev/null", etc.join("masked.service")).unwrap();
@@ -756,11 +757,11 @@ mod tests {
         let (units, notes) = load_units(&[etc, usr]);
         let names: Vec<&str> = units.iter().map(|u| u.name.as_str()).collect();
         assert_eq!(names, ["a.service", "helper.service"]);
-        assert_eq!(units[0].exec_start.argv, ["/bin/etc-a"]);
+        assert_eq!(units[0].exec_start[0].argv, ["/bin/etc-a"]);
         assert_eq!(notes.len(), 2, "{notes:?}");
         assert!(notes
             .iter()
-            .any(|n| n.contains("broken.service:2") && n.contains("Type=forking")));
+            .any(|n| n.contains("broken.service:2") && n.contains("Type=dbus")));
         assert!(notes.iter().any(|n| n.contains("ghost.service")));
     }
 
