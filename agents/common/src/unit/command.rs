@@ -222,7 +222,24 @@ pub fn is_env_name(s: &str) -> bool {
 /// Parses an `Exec*=` value: one or more commands separated by bare `;` words, each with
 /// optional prefixes (`@ - : + ! !!`, any order, each once) before an absolute program path.
 pub fn parse_command_line(value: &str) -> Result<Vec<Command>, String> {
-    let words = split_words(value)?;
+    parse_command_line_with(value, &mut |w| Ok(w))
+}
+
+/// [`parse_command_line`] with `resolve` applied to each word after splitting and unquoting
+/// (how systemd expands `%` specifiers, so an expansion never splits or joins words).
+pub fn parse_command_line_with(
+    value: &str,
+    resolve: &mut dyn FnMut(String) -> Result<String, String>,
+) -> Result<Vec<Command>, String> {
+    let words = split_words(value)?
+        .into_iter()
+        .map(|w| {
+            Ok(Word {
+                text: resolve(w.text)?,
+                bare: w.bare,
+            })
+        })
+        .collect::<Result<Vec<Word>, String>>()?;
     let mut out = Vec::new();
     for group in words.split(|w| w.bare && w.text == ";") {
         let Some((first, rest)) = group.split_first() else {

@@ -125,6 +125,23 @@ fn read_node(path: &Path, link_only: bool) -> Node {
     }
 }
 
+/// Reads the facts specifiers need from the running system: `/etc/machine-id`, the kernel's
+/// hostname and boot id. A fact that cannot be read stays `None` (its specifier then errors).
+pub fn host_from_system() -> Host {
+    let read = |p: &str| {
+        fs::read_to_string(p)
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    };
+    Host {
+        machine_id: read("/etc/machine-id"),
+        hostname: read("/proc/sys/kernel/hostname"),
+        // systemd prints %b without dashes
+        boot_id: read("/proc/sys/kernel/random/boot_id").map(|b| b.replace('-', "")),
+    }
+}
+
 /// What looking up a unit name found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Loaded {

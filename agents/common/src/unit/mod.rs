@@ -18,8 +18,11 @@ mod specifier;
 mod syntax;
 mod value;
 
-pub use command::{is_env_name, parse_command_line, split_words, Command, Privileges, Word};
-pub use load::{Loaded, LoadedUnit, Lookup, Node, UnitTree, SYSTEM_DIRS};
+pub use command::{
+    is_env_name, parse_command_line, parse_command_line_with, split_words, Command, Privileges,
+    Word,
+};
+pub use load::{host_from_system, Loaded, LoadedUnit, Lookup, Node, UnitTree, SYSTEM_DIRS};
 pub use model::{
     conditions_met, Check, Condition, KillMode, OptionalPath, Restart, ServiceType, Source,
     Termination, Unit, UnitType, DEFAULT_RESTART_MS, DEFAULT_TIMEOUT_MS,
@@ -27,7 +30,8 @@ pub use model::{
 pub use specifier::{escape, expand, unescape, Host, UnitName};
 pub use syntax::{parse, Entry, Section, SyntaxError};
 pub use value::{
-    parse_bool, parse_env_file, parse_environment, parse_rlimit, parse_timespan_ms, RLimit,
+    parse_bool, parse_env_file, parse_environment, parse_environment_with, parse_rlimit,
+    parse_timespan_ms, RLimit,
 };
 
 use std::fmt;

@@ -1,9 +1,9 @@
 //! The validated unit: what each setting means, defaults, and the checks that span settings.
 
-use super::command::{parse_command_line, Command};
+use super::command::{parse_command_line_with, Command};
 use super::specifier::{expand, Host, UnitName};
 use super::syntax::{parse, Entry, Section};
-use super::value::{parse_bool, parse_environment, parse_rlimit, parse_timespan_ms, RLimit};
+use super::value::{parse_bool, parse_environment_with, parse_rlimit, parse_timespan_ms, RLimit};
 use super::{UnitError, Warning};
 
 /// Default `RestartSec=` (systemd's default is 100 ms).
@@ -372,7 +372,24 @@ impl Builder<'_> {
             self.warn(file, e.line, why);
             return Ok(());
         }
-        let v = expand(&e.value, &self.name, self.host).map_err(&err)?;
+        // Command lines and environment assignments expand specifiers word by word after
+        // unquoting, as systemd does; everything else expands the whole value.
+        let per_word = matches!(
+            key,
+            "ExecStartPre"
+                | "ExecStart"
+                | "ExecStartPost"
+                | "ExecStop"
+                | "ExecReload"
+                | "Environment"
+        );
+        let (name, host) = (&self.name, self.host);
+        let mut resolve = |w: String| expand(&w, name, host);
+        let v = if per_word {
+            e.value.clone()
+        } else {
+            expand(&e.value, name, host).map_err(&err)?
+        };
         let v = v.as_str();
         let u = &mut self.unit;
         match (section, e.key.as_str()) {
@@ -443,7 +460,7 @@ impl Builder<'_> {
                 let cmds = if v.is_empty() {
                     Vec::new()
                 } else {
-                    parse_command_line(v).map_err(&err)?
+                    parse_command_line_with(v, &mut resolve).map_err(&err)?
                 };
                 let target = match k {
                     "ExecStartPre" => &mut u.exec_start_pre,
@@ -469,7 +486,7 @@ impl Builder<'_> {
                 if v.is_empty() {
                     u.environment.clear();
                 } else {
-                    u.environment.extend(parse_environment(v).map_err(&err)?);
+                    u.environment.extend(parse_environment_with(v, &mut resolve).map_err(&err)?);
                 }
             }
             ("Service", "EnvironmentFile") => {

@@ -562,6 +562,14 @@ fn specifiers_in_values_and_their_errors() {
         Some("app@a-b.service app@a-b app a-b a/b 6f1b5a4c2d3e4f5a6b7c8d9e0f1a2b3c node1 00112233445566778899aabbccddeeff 100%")
     );
     assert_eq!(u.exec_start[0].argv, ["/bin/echo", "a/b"]);
+    // specifiers in commands and environment expand word by word after unquoting: an
+    // instance that unescapes to a space stays one word
+    let (u, _) = load(
+        "app@x\\x20y.service",
+        "[Service]\nExecStart=/bin/echo %I \"%i\"\nEnvironment=NAME=%I 'Q=%I'\n",
+    );
+    assert_eq!(u.exec_start[0].argv, ["/bin/echo", "x y", "x\\x20y"]);
+    assert_eq!(u.environment, kv(&[("NAME", "x y"), ("Q", "x y")]));
     // an unknown specifier names its line
     let e = Unit::from_text(
         "t.service",

@@ -129,11 +129,20 @@ pub fn parse_rlimit(s: &str) -> Result<RLimit, String> {
 /// `Environment=` words: each a `NAME=VALUE` assignment, quoted as a whole when the value has
 /// spaces (`"A=1 2" B=3` sets A to `1 2`).
 pub fn parse_environment(value: &str) -> Result<Vec<(String, String)>, String> {
+    parse_environment_with(value, &mut |w| Ok(w))
+}
+
+/// [`parse_environment`] with `resolve` applied to each word after splitting and unquoting.
+pub fn parse_environment_with(
+    value: &str,
+    resolve: &mut dyn FnMut(String) -> Result<String, String>,
+) -> Result<Vec<(String, String)>, String> {
     split_words(value)?
         .into_iter()
         .map(|w| {
-            let (k, v) = w.text.split_once('=').ok_or_else(|| {
-                format!("{:?} is not NAME=VALUE; quote assignments with spaces", w.text)
+            let text = resolve(w.text)?;
+            let (k, v) = text.split_once('=').ok_or_else(|| {
+                format!("{text:?} is not NAME=VALUE; quote assignments with spaces")
             })?;
             if !is_env_name(k) {
                 return Err(format!(
