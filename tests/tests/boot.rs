@@ -115,6 +115,25 @@ fn reboot_keeps_var_and_blesses_the_slot() -> Result<()> {
     Ok(())
 }
 
+/// Blessing renames the loader entry on the ESP; a power cut right after must not leave the
+/// machine without a bootable entry.
+#[test]
+fn a_power_cut_right_after_ready_keeps_the_machine_bootable() -> Result<()> {
+    let c = Cluster::up(1)?;
+    let n = c.node(0);
+    let node = n.inner();
+    node.kill()?;
+    assert!(
+        node.start()?,
+        "the node should start again after the power cut"
+    );
+    let ready = node.wait_ready(1, crust_tests::BOOT_TIMEOUT)?;
+    assert_eq!(ready.slot, "a");
+    let entries = c.node(0).sh("ls /boot/loader/entries")?;
+    assert_eq!(entries.trim(), "crust-usr-a.conf");
+    Ok(())
+}
+
 #[test]
 fn mount_parsing() {
     let m = "/dev/mapper/usr /usr squashfs ro,nodev 0 0\n/dev/vda9 / ext4 rw 0 0\n";

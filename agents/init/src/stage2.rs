@@ -560,7 +560,14 @@ pub fn bless_entry(entries_dir: &Path, slot: Slot) -> io::Result<String> {
     match bless::plan(slot, &files) {
         Bless::Rename { from, to } => {
             fs::rename(entries_dir.join(&from), entries_dir.join(&to))?;
-            fs::File::open(entries_dir)?.sync_all()?;
+            // fsync of a vfat directory does not write out the FAT and the old entry's deletion:
+            // a power cut right after could leave no loader entry at all. syncfs flushes the
+            // whole ESP.
+            let dir = fs::File::open(entries_dir)?;
+            // SAFETY: syncfs only reads the descriptor, which `dir` keeps open for the call.
+            if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
             Ok(format!("boot blessed: {from} -> {to}"))
         }
         Bless::AlreadyBlessed(name) => Ok(format!("boot already blessed ({name})")),
