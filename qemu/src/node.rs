@@ -141,21 +141,7 @@ impl Node {
             .stdout(log)
             .stderr(log2);
         if self.mode == LaunchMode::Child {
-            let parent = nix::unistd::getpid();
-            // SAFETY: the closure runs in the forked child before exec and only makes two
-            // async-signal-safe system calls (prctl, getppid).
-            unsafe {
-                use std::os::unix::process::CommandExt;
-                cmd.pre_exec(move || {
-                    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
-                        .map_err(std::io::Error::from)?;
-                    // The parent may have died before prctl took effect.
-                    if nix::unistd::getppid() != parent {
-                        return Err(std::io::Error::other("parent exited"));
-                    }
-                    Ok(())
-                });
-            }
+            crate::process::die_with_parent(&mut cmd);
         }
         let started = Instant::now();
         let mut child = cmd.spawn().map_err(|e| Error::QemuStart {

@@ -115,6 +115,26 @@ fn wait_gone(pid: i32, dir: &Path, timeout: Duration) -> bool {
     }
 }
 
+/// Makes `cmd`'s child die with this process (PR_SET_PDEATHSIG), so no QEMU or switch outlives a
+/// test that started it, even when the test process is killed outright.
+pub fn die_with_parent(cmd: &mut std::process::Command) {
+    let parent = nix::unistd::getpid();
+    // SAFETY: the closure runs in the forked child before exec and only makes two
+    // async-signal-safe system calls (prctl, getppid).
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                .map_err(std::io::Error::from)?;
+            // The parent may have died before prctl took effect.
+            if nix::unistd::getppid() != parent {
+                return Err(std::io::Error::other("parent exited"));
+            }
+            Ok(())
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -331,20 +331,7 @@ impl Switch {
         if daemonize {
             cmd.arg("--daemonize");
         } else {
-            let parent = nix::unistd::getpid();
-            // SAFETY: runs in the forked child before exec and only makes async-signal-safe
-            // system calls (prctl, getppid).
-            unsafe {
-                use std::os::unix::process::CommandExt;
-                cmd.pre_exec(move || {
-                    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
-                        .map_err(std::io::Error::from)?;
-                    if nix::unistd::getppid() != parent {
-                        return Err(std::io::Error::other("parent exited"));
-                    }
-                    Ok(())
-                });
-            }
+            crate::process::die_with_parent(&mut cmd);
         }
         let mut child = cmd.spawn().map_err(|e| SwitchError::Start {
             log: log_path.clone(),
