@@ -323,17 +323,21 @@ pub struct PartInfo {
     pub attributes: u64,
 }
 
-/// Reads the partitions back with the gpt crate, insisting that both headers are valid.
-pub fn read_gpt(path: &Path) -> Result<Vec<PartInfo>, DiskError> {
-    let disk = gpt::GptConfig::new()
+/// Opens an image's GPT read-only with the gpt crate, insisting that both headers are valid.
+fn open_gpt(path: &Path) -> Result<gpt::GptDisk<std::fs::File>, DiskError> {
+    gpt::GptConfig::new()
         .writable(false)
         .only_valid_headers(true)
         .open(path)
         .map_err(|source| DiskError::Gpt {
             path: path.to_path_buf(),
             source,
-        })?;
-    Ok(disk
+        })
+}
+
+/// Reads the partitions back.
+pub fn read_gpt(path: &Path) -> Result<Vec<PartInfo>, DiskError> {
+    Ok(open_gpt(path)?
         .partitions()
         .iter()
         .map(|(&number, p)| PartInfo {
@@ -350,15 +354,7 @@ pub fn read_gpt(path: &Path) -> Result<Vec<PartInfo>, DiskError> {
 
 /// The disk GUID of an image, from its (valid) GPT.
 pub fn read_disk_guid(path: &Path) -> Result<String, DiskError> {
-    let disk = gpt::GptConfig::new()
-        .writable(false)
-        .only_valid_headers(true)
-        .open(path)
-        .map_err(|source| DiskError::Gpt {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    Ok(disk.guid().to_string())
+    Ok(open_gpt(path)?.guid().to_string())
 }
 
 /// A `Read + Write + Seek` window `[offset, offset + len)` over `inner`: a partition of an image.

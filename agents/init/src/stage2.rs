@@ -308,13 +308,17 @@ impl<'k> Init<'k> {
         }
     }
 
+    /// The booted slot as reported to the host ("a", "b", or "" when unknown).
+    fn slot_letter(&self) -> String {
+        self.slot
+            .map(|s| s.letter().to_string())
+            .unwrap_or_default()
+    }
+
     fn status(&self) -> Status {
         Status {
             version: self.version.clone(),
-            slot: self
-                .slot
-                .map(|s| s.letter().to_string())
-                .unwrap_or_default(),
+            slot: self.slot_letter(),
             hostname: self.hostname.clone(),
             ready: self.ready,
             uptime_ms: uptime_ms(),
@@ -336,10 +340,7 @@ impl<'k> Init<'k> {
         }
         let ready = Ready {
             version: self.version.clone(),
-            slot: self
-                .slot
-                .map(|s| s.letter().to_string())
-                .unwrap_or_default(),
+            slot: self.slot_letter(),
             hostname: self.hostname.clone(),
             units: self.mgr.active_names(),
             uptime_ms: uptime_ms(),
