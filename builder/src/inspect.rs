@@ -171,8 +171,8 @@ fn read_entries(file: &mut File, esp_part: &PartInfo) -> Result<Entries, esp::Es
     );
     let names = match esp::list_dir(&mut region, ENTRIES_DIR) {
         Ok(n) => n,
-        Err(esp::EspError::NotFound(_)) => Vec::new(),
-        Err(e) => return Err(e),
+        Err(esp::FatError::NotFound(_)) => Vec::new(),
+        Err(e) => return Err(e.into()),
     };
     let mut crust = Vec::new();
     let mut other = Vec::new();

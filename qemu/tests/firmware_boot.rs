@@ -50,19 +50,18 @@ fn fake_image(path: &Path) {
         .expect("esp start");
     let mut f = disk.write().expect("write gpt");
 
+    // `^` escapes the next character in the UEFI shell, so the JSON keeps its quotes.
+    let json = r#"{"version":"fw-0","slot":"a","hostname":"fake","units":[],"uptime_ms":1}"#
+        .replace('"', "^\"");
+    let script = format!("echo CRUST-READY {json}\r\nreset\r\n");
     let mut fat = std::io::Cursor::new(vec![0u8; (40 * MIB) as usize]);
-    fatfs::format_volume(&mut fat, fatfs::FormatVolumeOptions::new()).expect("format esp");
-    {
-        let fs = fatfs::FileSystem::new(&mut fat, fatfs::FsOptions::new()).expect("open esp");
-        let mut script = fs
-            .root_dir()
-            .create_file("startup.nsh")
-            .expect("startup.nsh");
-        // `^` escapes the next character in the UEFI shell, so the JSON keeps its quotes.
-        let json = r#"{"version":"fw-0","slot":"a","hostname":"fake","units":[],"uptime_ms":1}"#
-            .replace('"', "^\"");
-        write!(script, "echo CRUST-READY {json}\r\nreset\r\n").expect("write script");
-    }
+    crust_fat::format(
+        &mut fat,
+        40 * MIB,
+        "EFI-SYSTEM",
+        &[crust_fat::Entry::File("startup.nsh".into(), script.into_bytes())],
+    )
+    .expect("format esp");
     f.seek(SeekFrom::Start(esp_start)).expect("seek");
     f.write_all(fat.get_ref()).expect("write esp");
 }
