@@ -1,12 +1,12 @@
 //! `crust cluster ...`: argument parsing and printing around [`crate::Cluster`].
 
 use crate::cluster::{Cluster, ClusterSpec};
-use crate::node::LaunchMode;
+use crate::config::Delivery;
 use crate::state::DEFAULT_CLUSTER;
 use crate::switch::fabric::SwitchStatus;
 use anyhow::{bail, Context, Result};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 #[derive(clap::Args)]
@@ -47,6 +47,38 @@ enum ClusterCommand {
         /// Virtual disk size per node in GiB (ROOT grows to fill it on first boot).
         #[arg(long, default_value_t = 8)]
         disk_gib: u64,
+        /// User data for every node: a `#cloud-config` (checked first, like `crust
+        /// validate-config`) or a `#!` script.
+        #[arg(long, value_name = "FILE")]
+        cloud_config: Option<PathBuf>,
+        /// How the user data reaches the nodes: config-drive (a `config-2` FAT drive) or fw-cfg.
+        #[arg(long, default_value = "config-drive", value_name = "HOW")]
+        config_via: String,
+        /// Boot even when the cloud-config has errors (to see how nodes handle bad input).
+        #[arg(long)]
+        force_config: bool,
+    },
+    /// Open an SSH session (or run a command) as `core` on a node, through its forwarded port.
+    Ssh {
+        node: String,
+        #[command(flatten)]
+        name: NameArg,
+        /// The command to run instead of a login shell.
+        #[arg(last = true)]
+        cmd: Vec<String>,
+    },
+    /// Reboot a node and wait for it to be ready again: `crustctl reboot` in the guest, or a
+    /// hard reset with --hard.
+    Reboot {
+        node: String,
+        #[command(flatten)]
+        name: NameArg,
+        /// Press the reset button (QMP system_reset) instead of asking the guest.
+        #[arg(long)]
+        hard: bool,
+        /// Seconds to wait for the node to be ready.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
     },
     /// Show each node: running or stopped, pid, uptime, memory, ready line.
     Status {
@@ -151,19 +183,45 @@ pub fn run(args: ClusterArgs) -> Result<()> {
             memory,
             cpus,
             disk_gib,
-        } => up(
-            ClusterSpec {
-                name: name.name,
-                image,
-                nodes,
-                memory_mib: memory,
-                cpus,
-                disk_size: disk_gib << 30,
-                mode: LaunchMode::Daemon,
-                state_root: None,
-            },
-            Duration::from_secs(timeout),
-        ),
+            cloud_config,
+            config_via,
+            force_config,
+        } => {
+            let mut spec = ClusterSpec::new(image, nodes);
+            spec.name = name.name;
+            spec.memory_mib = memory;
+            spec.cpus = cpus;
+            spec.disk_size = disk_gib << 30;
+            spec.delivery = Delivery::parse(&config_via)?;
+            if let Some(path) = cloud_config {
+                spec.cloud_config = Some(read_user_data(&path, force_config)?);
+            }
+            up(spec, Duration::from_secs(timeout))
+        }
+        ClusterCommand::Ssh { node, name, cmd } => ssh(&name.name, &node, &cmd),
+        ClusterCommand::Reboot {
+            node,
+            name,
+            hard,
+            timeout,
+        } => {
+            let cluster = Cluster::open(None, &name.name)?;
+            let n = cluster.node_named(&node)?;
+            let t = std::time::Instant::now();
+            let timeout = Duration::from_secs(timeout);
+            let ready = if hard {
+                n.reset_and_wait(timeout)?
+            } else {
+                n.reboot_and_wait(timeout)?
+            };
+            println!(
+                "{node} ready again in {:.1} s (version {}, slot {})",
+                t.elapsed().as_secs_f64(),
+                ready.version,
+                ready.slot
+            );
+            Ok(())
+        }
         ClusterCommand::Status { name } => status(&name.name),
         ClusterCommand::Down { name } => down(&name.name),
         ClusterCommand::Exec {
@@ -320,6 +378,51 @@ fn up(spec: ClusterSpec, timeout: Duration) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Reads a user-data file; a cloud-config with errors is refused (with every diagnostic) unless
+/// `force` is set. Warnings are printed and do not stop anything.
+pub fn read_user_data(path: &Path, force: bool) -> Result<Vec<u8>> {
+    use crust_common::cloudconfig;
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("reading the cloud-config {}", path.display()))?;
+    let text = String::from_utf8_lossy(&bytes);
+    let v = cloudconfig::validate(&text);
+    if !v.diagnostics.is_empty() {
+        eprint!("{}", v.render(&path.display().to_string()));
+    }
+    if !v.is_ok() && !force {
+        bail!(
+            "{} has {} error(s); fix them (`crust validate-config {}`) or pass --force-config",
+            path.display(),
+            v.errors(),
+            path.display()
+        );
+    }
+    Ok(bytes)
+}
+
+/// `ssh core@127.0.0.1 -p PORT` with the cluster's key; replaces this process so the session is
+/// interactive and the exit status is the remote command's.
+fn ssh(name: &str, node: &str, cmd: &[String]) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    let cluster = Cluster::open(None, name)?;
+    let n = cluster.node_named(node)?;
+    if !n.is_running() {
+        bail!("{node} is not running; start it with `crust cluster start {node} --name {name}`");
+    }
+    let a = n
+        .ssh_access()
+        .with_context(|| format!("cluster {name:?} has no SSH forwarding; recreate it"))?;
+    let mut c = std::process::Command::new(&a.ssh);
+    c.args(crate::ssh::args(&a.key, a.port));
+    if cmd.is_empty() {
+        c.arg("-t");
+    } else {
+        c.arg("--").arg(cmd.join(" "));
+    }
+    let err = c.exec();
+    bail!("running {}: {err}", a.ssh.display())
 }
 
 fn status(name: &str) -> Result<()> {

@@ -1,12 +1,14 @@
 //! A named group of nodes sharing a state directory: create, reopen, wait, tear down.
 
 use crate::accel::{self, Accel};
-use crate::command::{qemu_args, ClusterNic, QemuSpec};
+use crate::command::{qemu_args, ClusterNic, Mgmt, QemuSpec};
+use crate::config::{self, Delivery, MetaData};
 use crate::error::{io, Error, Result};
 use crate::image;
 use crate::node::{LaunchMode, Node, NodeStatus};
 use crate::process::Stopped;
 use crate::qcow2;
+use crate::ssh;
 use crate::state::{self, NodePaths, StateEnv};
 use crate::switch::control::Request;
 use crate::switch::fabric::SwitchStatus;
@@ -33,6 +35,13 @@ pub struct ClusterSpec {
     pub mode: LaunchMode,
     /// State root; `None` means the usual one (see [`StateEnv::root`]).
     pub state_root: Option<PathBuf>,
+    /// User data for every node (a `#cloud-config`, a `#!` script, ...), passed as given:
+    /// callers validate it first when they want to (`crust cluster up` does).
+    pub cloud_config: Option<Vec<u8>>,
+    /// How the user data and per-node metadata reach the nodes.
+    pub delivery: Delivery,
+    /// Host services guests reach at `HOST_SERVICES_IP`: `(guest port, host loopback port)`.
+    pub guestfwd: Vec<(u16, u16)>,
 }
 
 impl ClusterSpec {
@@ -46,8 +55,22 @@ impl ClusterSpec {
             disk_size: 8 << 30,
             mode: LaunchMode::Daemon,
             state_root: None,
+            cloud_config: None,
+            delivery: Delivery::ConfigDrive,
+            guestfwd: Vec::new(),
         }
     }
+}
+
+/// Guest ports each node forwards from a host loopback port.
+pub const GUEST_SSH_PORT: u16 = 22;
+pub const GUEST_KV_PORT: u16 = 2379;
+
+/// A node's forwarded host ports (127.0.0.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodePorts {
+    pub ssh: u16,
+    pub kv: u16,
 }
 
 /// What `cluster.json` records so later commands can reopen and restart nodes.
@@ -62,6 +85,13 @@ pub struct ClusterFile {
     pub accel: Accel,
     pub qemu: PathBuf,
     pub ovmf_code: PathBuf,
+    pub ssh: PathBuf,
+    pub delivery: Delivery,
+    /// One entry per node, in node order.
+    pub ports: Vec<NodePorts>,
+    pub guestfwd: Vec<(u16, u16)>,
+    /// Whether a user-data document was given.
+    pub user_data: bool,
 }
 
 /// A node that reached ready, and how long that took from QEMU start as seen by the host.
@@ -131,6 +161,18 @@ impl Cluster {
                 }
             }
         }
+        if let Some(u) = &spec.cloud_config {
+            if u.len() > config::MAX_USER_DATA {
+                return Err(Error::Invalid {
+                    what: "cloud-config",
+                    value: format!("{} bytes", u.len()),
+                    reason: format!(
+                        "user data is limited to {} bytes; move large files to a URL",
+                        config::MAX_USER_DATA
+                    ),
+                });
+            }
+        }
         let choice = accel::detect(&tools)?;
         note(&format!(
             "accelerator: {} ({})",
@@ -146,6 +188,11 @@ impl Cluster {
             accel: choice.accel,
             qemu: tools.qemu.clone(),
             ovmf_code: tools.ovmf_code.clone(),
+            ssh: tools.ssh.clone(),
+            delivery: spec.delivery,
+            ports: free_ports(spec.nodes)?,
+            guestfwd: spec.guestfwd.clone(),
+            user_data: spec.cloud_config.is_some(),
         };
         let mut cluster = Cluster {
             name: spec.name.clone(),
@@ -157,13 +204,15 @@ impl Cluster {
             removed: false,
         };
         // From here on a failure removes what was made (and stops what was started).
-        let prepared = cluster.prepare(&tools).and_then(|_| {
-            cluster.switch = cluster.start_switch(spec.mode)?;
-            for node in &cluster.nodes {
-                node.start()?;
-            }
-            Ok(())
-        });
+        let prepared = cluster
+            .prepare(&tools, spec.cloud_config.as_deref())
+            .and_then(|_| {
+                cluster.switch = cluster.start_switch(spec.mode)?;
+                for node in &cluster.nodes {
+                    node.start()?;
+                }
+                Ok(())
+            });
         if let Err(e) = prepared {
             let _ = cluster.teardown();
             return Err(e);
@@ -187,7 +236,7 @@ impl Cluster {
         Ok(Switch::start(&self.dir, &self.switch_config(), &host)?)
     }
 
-    fn prepare(&self, tools: &Tools) -> Result<()> {
+    fn prepare(&self, tools: &Tools, user_data: Option<&[u8]>) -> Result<()> {
         for node in &self.nodes {
             NodePaths::new(node.dir().to_path_buf()).check_socket_len()?;
         }
@@ -200,6 +249,11 @@ impl Cluster {
         })?;
         let path = self.dir.join(CLUSTER_FILE);
         std::fs::write(&path, json + "\n").map_err(io(format!("writing {}", path.display())))?;
+        let key = ssh::ensure_key(
+            &tools.ssh_keygen,
+            &self.dir,
+            &format!("crust-{}", self.name),
+        )?;
         for node in &self.nodes {
             let paths = NodePaths::new(node.dir().to_path_buf());
             std::fs::create_dir(&paths.dir)
@@ -210,6 +264,8 @@ impl Cluster {
                 tools.ovmf_vars.display(),
                 paths.vars().display()
             )))?;
+            let meta = MetaData::for_node(&self.name, node.name(), Some(&key.public));
+            config::write_node(&paths, self.file.delivery, user_data, &meta)?;
         }
         Ok(())
     }
@@ -225,6 +281,14 @@ impl Cluster {
                     remote: SwitchPaths::of_cluster(dir).data_sock(),
                     mac: switch::node_mac(i),
                 });
+                let ports = file.ports.get(i).copied();
+                let mut mgmt = Mgmt {
+                    hostfwd: Vec::new(),
+                    guestfwd: file.guestfwd.clone(),
+                };
+                if let Some(p) = ports {
+                    mgmt.hostfwd = vec![(p.ssh, GUEST_SSH_PORT), (p.kv, GUEST_KV_PORT)];
+                }
                 let args = qemu_args(&QemuSpec {
                     name: &format!("{cluster}-{name}"),
                     accel: file.accel,
@@ -234,8 +298,15 @@ impl Cluster {
                     paths: &paths,
                     daemonize: mode == LaunchMode::Daemon,
                     cluster_nic,
+                    mgmt,
+                    config_args: config::qemu_args(&paths, file.delivery, file.user_data),
                 });
-                Node::new(name.clone(), paths, file.qemu.clone(), args, mode)
+                let access = ports.map(|p| crate::node::SshAccess {
+                    ssh: file.ssh.clone(),
+                    key: ssh::key_path(dir),
+                    port: p.ssh,
+                });
+                Node::new(name.clone(), paths, file.qemu.clone(), args, mode, access)
             })
             .collect()
     }
@@ -409,6 +480,29 @@ impl Cluster {
         self.removed = true;
         Ok(stopped)
     }
+}
+
+/// Picks `n` pairs of free 127.0.0.1 ports (held together while choosing so none repeats).
+fn free_ports(n: usize) -> Result<Vec<NodePorts>> {
+    let mut held = Vec::new();
+    for _ in 0..n * 2 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")
+            .map_err(io("choosing a free port on 127.0.0.1"))?;
+        held.push(l);
+    }
+    let port = |l: &std::net::TcpListener| {
+        l.local_addr()
+            .map(|a| a.port())
+            .map_err(io("reading a bound port"))
+    };
+    held.chunks(2)
+        .map(|pair| {
+            Ok(NodePorts {
+                ssh: port(&pair[0])?,
+                kv: port(&pair[1])?,
+            })
+        })
+        .collect()
 }
 
 impl Drop for Cluster {

@@ -23,6 +23,40 @@ pub struct QemuSpec<'a> {
     /// The NIC on the cluster switch; it comes before the management NIC so the guest names
     /// it eth0.
     pub cluster_nic: Option<ClusterNic>,
+    /// Port forwards on the management NIC.
+    pub mgmt: Mgmt,
+    /// Arguments that attach the node's configuration (see [`crate::config::qemu_args`]).
+    pub config_args: Vec<String>,
+}
+
+/// Where guests find host services (discovery, channel server, registry) on the management
+/// network: QEMU's user network forwards connections to this address to host loopback ports.
+pub const HOST_SERVICES_IP: &str = "10.0.2.100";
+
+/// Port forwards of the management NIC (QEMU user networking, `restrict=on`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Mgmt {
+    /// `(host port on 127.0.0.1, guest port)`: host connections reach guest services.
+    pub hostfwd: Vec<(u16, u16)>,
+    /// `(guest port on HOST_SERVICES_IP, host port on 127.0.0.1)`: guest connections reach
+    /// host services.
+    pub guestfwd: Vec<(u16, u16)>,
+}
+
+impl Mgmt {
+    /// The `-netdev user,...` value.
+    pub fn netdev(&self) -> String {
+        let mut s = String::from("user,id=mgmt,restrict=on");
+        for (host, guest) in &self.hostfwd {
+            s.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));
+        }
+        for (guest, host) in &self.guestfwd {
+            s.push_str(&format!(
+                ",guestfwd=tcp:{HOST_SERVICES_IP}:{guest}-tcp:127.0.0.1:{host}"
+            ));
+        }
+        s
+    }
 }
 
 /// A node's port on the cluster switch: QEMU sends frames from `local` to `remote`.
@@ -98,10 +132,11 @@ pub fn qemu_args(spec: &QemuSpec) -> Vec<String> {
             &format!("virtio-net-pci,netdev=c0,mac={},romfile=", nic.mac),
         ]);
     }
-    push(&["-netdev", "user,id=mgmt,restrict=on"]);
+    push(&["-netdev", &spec.mgmt.netdev()]);
     // No iPXE option ROM: crust never boots from the management network.
     push(&["-device", "virtio-net-pci,netdev=mgmt,romfile="]);
     push(&["-device", "virtio-rng-pci"]);
+    a.extend(spec.config_args.iter().cloned());
     a
 }
 
@@ -123,6 +158,8 @@ mod tests {
                 remote: "/s/default/switch/switch.sock".into(),
                 mac: Mac([2, 0, 0, 0, 0, 1]),
             }),
+            mgmt: Mgmt::default(),
+            config_args: Vec::new(),
         }
     }
 
@@ -166,5 +203,19 @@ mod tests {
             .collect();
         assert_eq!(nics.len(), 2);
         assert!(nics[0].contains("netdev=c0"), "{nics:?}");
+    }
+
+    #[test]
+    fn management_forwards_stay_on_loopback_and_restricted() {
+        let m = Mgmt {
+            hostfwd: vec![(40022, 22), (40079, 2379)],
+            guestfwd: vec![(2379, 41000)],
+        };
+        assert_eq!(
+            m.netdev(),
+            "user,id=mgmt,restrict=on,hostfwd=tcp:127.0.0.1:40022-:22,\
+             hostfwd=tcp:127.0.0.1:40079-:2379,\
+             guestfwd=tcp:10.0.2.100:2379-tcp:127.0.0.1:41000"
+        );
     }
 }

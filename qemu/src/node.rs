@@ -48,9 +48,19 @@ impl NodeStatus {
     }
 }
 
+/// How to reach a node's `core` user over SSH.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshAccess {
+    pub ssh: PathBuf,
+    pub key: PathBuf,
+    /// The 127.0.0.1 port forwarded to the guest's port 22.
+    pub port: u16,
+}
+
 #[derive(Debug)]
 pub struct Node {
     name: String,
+    access: Option<SshAccess>,
     paths: NodePaths,
     program: PathBuf,
     args: Vec<String>,
@@ -72,10 +82,12 @@ impl Node {
         program: PathBuf,
         args: Vec<String>,
         mode: LaunchMode,
+        access: Option<SshAccess>,
     ) -> Self {
         let shell = Shell::new(name.clone(), paths.shell_sock());
         Node {
             name,
+            access,
             paths,
             program,
             args,
@@ -301,6 +313,45 @@ impl Node {
         lock(&self.shell).send(cmd)
     }
 
+    /// How to reach this node over SSH (None for clusters made before SSH forwarding).
+    pub fn ssh_access(&self) -> Option<&SshAccess> {
+        self.access.as_ref()
+    }
+
+    /// Runs `cmd` as `core` over SSH (through the forwarded port), like `crust cluster ssh`.
+    pub fn ssh(&self, cmd: &str) -> Result<ExecOutput> {
+        if !self.is_running() {
+            return Err(Error::NotRunning {
+                node: self.name.clone(),
+            });
+        }
+        let a = self.access.as_ref().ok_or_else(|| Error::Invalid {
+            what: "node",
+            value: self.name.clone(),
+            reason: "this cluster has no SSH forwarding; recreate it".into(),
+        })?;
+        crate::ssh::run(&a.ssh, &a.key, a.port, cmd)
+    }
+
+    /// Hard reset (QMP `system_reset`), like pressing the reset button: no shutdown in the guest.
+    pub fn reset(&self) -> Result<()> {
+        if !self.is_running() {
+            return Err(Error::NotRunning {
+                node: self.name.clone(),
+            });
+        }
+        crate::qmp::execute(&self.paths.qmp_sock(), "system_reset").map(|_| ())
+    }
+
+    /// Hard reset, then waits for the next ready line.
+    pub fn reset_and_wait(&self, timeout: Duration) -> Result<Ready> {
+        let seen = self.ready_lines()?.len();
+        self.reset()?;
+        let ready = self.wait_ready(seen + 1, timeout)?;
+        lock(&self.shell).reset();
+        Ok(ready)
+    }
+
     /// `crustctl reboot` in the guest, then waits for the next ready line.
     pub fn reboot_and_wait(&self, timeout: Duration) -> Result<Ready> {
         let seen = self.ready_lines()?.len();
@@ -391,6 +442,7 @@ mod tests {
             "/bin/false".into(),
             vec![],
             LaunchMode::Child,
+            None,
         );
         let t = Duration::from_millis(300);
         assert_eq!(node.wait_ready(1, t).ok(), Some(r("a")));

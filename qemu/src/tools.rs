@@ -1,4 +1,5 @@
-//! Finding (and, where allowed, installing) the host tools a cluster needs: QEMU and OVMF.
+//! Finding (and, where allowed, installing) the host tools a cluster needs: QEMU, OVMF and the
+//! OpenSSH client.
 //!
 //! Overlays are written by this crate (`qcow2`), so `qemu-img` is not needed.
 
@@ -12,13 +13,14 @@ const QEMU: &str = "qemu-system-x86_64";
 
 /// The apt command that provides every tool here. `qemu-utils` is left out on purpose: some
 /// machines carry a newer `qemu-img` from backports that it would conflict with.
-pub const INSTALL_COMMAND: [&str; 6] = [
+pub const INSTALL_COMMAND: [&str; 7] = [
     "apt-get",
     "install",
     "-y",
     "--no-install-recommends",
     "qemu-system-x86",
     "ovmf",
+    "openssh-client",
 ];
 
 /// Host tools, all present.
@@ -27,6 +29,9 @@ pub struct Tools {
     pub qemu: PathBuf,
     pub ovmf_code: PathBuf,
     pub ovmf_vars: PathBuf,
+    /// `ssh` and `ssh-keygen`, for management access to nodes.
+    pub ssh: PathBuf,
+    pub ssh_keygen: PathBuf,
 }
 
 /// What to do about missing tools.
@@ -70,10 +75,14 @@ pub fn find() -> std::result::Result<Tools, &'static str> {
     if !vars.is_file() {
         return Err(OVMF_VARS);
     }
+    let ssh = which("ssh").ok_or("ssh")?;
+    let ssh_keygen = which("ssh-keygen").ok_or("ssh-keygen")?;
     Ok(Tools {
         qemu,
         ovmf_code: code,
         ovmf_vars: vars,
+        ssh,
+        ssh_keygen,
     })
 }
 

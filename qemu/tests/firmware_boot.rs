@@ -59,7 +59,10 @@ fn fake_image(path: &Path) {
         &mut fat,
         40 * MIB,
         "EFI-SYSTEM",
-        &[crust_fat::Entry::File("startup.nsh".into(), script.into_bytes())],
+        &[crust_fat::Entry::File(
+            "startup.nsh".into(),
+            script.into_bytes(),
+        )],
     )
     .expect("format esp");
     f.seek(SeekFrom::Start(esp_start)).expect("seek");
