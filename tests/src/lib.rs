@@ -1,9 +1,12 @@
 //! Helpers that let end-to-end tests read like the user story:
 //!
 //! ```no_run
-//! let c = crust_tests::Cluster::up(1)?;
-//! let out = c.node(0).exec("uname -r")?;
+//! let c = crust_tests::Cluster::of(3).cloud_config("fixtures/cluster.yaml").start()?;
+//! let out = c.node(0).exec("uname -r")?; // root, over the virtio console
 //! assert_eq!(out.status, 0);
+//! c.node(1).ssh("hostname")?; // core, over SSH through the forwarded port
+//! c.partition(&[&[0], &[1, 2]])?;
+//! c.heal()?;
 //! c.node(0).reboot_and_wait()?;
 //! # Ok::<(), anyhow::Error>(())
 //! ```
@@ -15,8 +18,8 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use crust_common::ready::Ready;
-use crust_qemu::{ClusterSpec, ExecOutput, LaunchMode};
-use std::path::PathBuf;
+use crust_qemu::{ClusterSpec, Delivery, ExecOutput, LaunchMode};
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -48,36 +51,123 @@ pub struct Cluster {
     _state: tempfile::TempDir,
 }
 
-impl Cluster {
-    /// Boots `n` nodes from [`image`] and waits until each printed its ready line.
-    pub fn up(n: usize) -> Result<Cluster> {
-        let c = Cluster::start(image()?, n)?;
-        for r in c.inner.wait_ready(BOOT_TIMEOUT)? {
-            eprintln!(
-                "{} ready after {:.1} s (guest uptime {} ms)",
-                r.node,
-                r.elapsed.unwrap_or_default().as_secs_f64(),
-                r.ready.uptime_ms
-            );
-        }
-        Ok(c)
+/// What to boot, said step by step: `Cluster::of(3).cloud_config(path).start()?`.
+pub struct ClusterBuilder {
+    nodes: usize,
+    image: Option<PathBuf>,
+    cloud_config: Option<Vec<u8>>,
+    delivery: Delivery,
+    wait: bool,
+}
+
+impl ClusterBuilder {
+    /// Every node gets this user data (read now; errors name the file).
+    pub fn cloud_config(mut self, path: impl AsRef<Path>) -> Self {
+        let path = path.as_ref();
+        self.cloud_config = Some(
+            std::fs::read(path)
+                .unwrap_or_else(|e| panic!("reading cloud-config {}: {e}", path.display())),
+        );
+        self
     }
 
-    /// Starts `n` nodes from `image` without waiting for them: for boots that are meant to fail.
-    pub fn start(image: PathBuf, n: usize) -> Result<Cluster> {
+    /// Every node gets this user data, given inline.
+    pub fn user_data(mut self, text: &str) -> Self {
+        self.cloud_config = Some(text.as_bytes().to_vec());
+        self
+    }
+
+    /// Deliver the user data through QEMU fw_cfg instead of a config-2 drive.
+    pub fn via_fw_cfg(mut self) -> Self {
+        self.delivery = Delivery::FwCfg;
+        self
+    }
+
+    /// Boot this image instead of the one [`image`] builds.
+    pub fn image(mut self, image: PathBuf) -> Self {
+        self.image = Some(image);
+        self
+    }
+
+    /// Return as soon as QEMU runs, for boots that are meant to fail.
+    pub fn no_wait(mut self) -> Self {
+        self.wait = false;
+        self
+    }
+
+    /// Starts every node and (unless [`ClusterBuilder::no_wait`]) waits for each ready line.
+    pub fn start(self) -> Result<Cluster> {
+        let image = match self.image {
+            Some(i) => i,
+            None => image()?,
+        };
         let state = tempfile::Builder::new()
             .prefix("crust-e2e-")
             .tempdir()
             .context("creating a state directory")?;
-        let mut spec = ClusterSpec::new(image, n);
+        let mut spec = ClusterSpec::new(image, self.nodes);
         spec.mode = LaunchMode::Child;
         spec.name = "e2e".into();
         spec.state_root = Some(state.path().to_path_buf());
+        spec.cloud_config = self.cloud_config;
+        spec.delivery = self.delivery;
         let inner = crust_qemu::Cluster::create(&spec, &|m| eprintln!("cluster: {m}"))?;
-        Ok(Cluster {
+        let c = Cluster {
             inner,
             _state: state,
-        })
+        };
+        if self.wait {
+            for r in c.inner.wait_ready(BOOT_TIMEOUT)? {
+                eprintln!(
+                    "{} ready after {:.1} s (guest uptime {} ms)",
+                    r.node,
+                    r.elapsed.unwrap_or_default().as_secs_f64(),
+                    r.ready.uptime_ms
+                );
+            }
+        }
+        Ok(c)
+    }
+}
+
+impl Cluster {
+    /// A cluster of `n` nodes to be described further, then started.
+    pub fn of(n: usize) -> ClusterBuilder {
+        ClusterBuilder {
+            nodes: n,
+            image: None,
+            cloud_config: None,
+            delivery: Delivery::ConfigDrive,
+            wait: true,
+        }
+    }
+
+    /// Boots `n` nodes from [`image`] and waits until each printed its ready line.
+    pub fn up(n: usize) -> Result<Cluster> {
+        Cluster::of(n).start()
+    }
+
+    /// Starts `n` nodes from `image` without waiting for them: for boots that are meant to fail.
+    pub fn start(image: PathBuf, n: usize) -> Result<Cluster> {
+        Cluster::of(n).image(image).no_wait().start()
+    }
+
+    /// Cuts the cluster network into sets of node indices (frames pass only within a set).
+    pub fn partition(&self, sets: &[&[usize]]) -> Result<()> {
+        self.inner.partition(sets)?;
+        Ok(())
+    }
+
+    /// Cuts one node off from all others.
+    pub fn isolate(&self, node: usize) -> Result<()> {
+        self.inner.isolate(node)?;
+        Ok(())
+    }
+
+    /// A perfect network again.
+    pub fn heal(&self) -> Result<()> {
+        self.inner.heal()?;
+        Ok(())
     }
 
     /// Node `i` (`node{i}`). Panics when out of range, like indexing.
@@ -118,6 +208,47 @@ impl Node<'_> {
     /// `crustctl reboot` in the guest; returns the ready line of the next boot.
     pub fn reboot_and_wait(&self) -> Result<Ready> {
         Ok(self.0.reboot_and_wait(BOOT_TIMEOUT)?)
+    }
+
+    /// Runs `cmd` as `core` over SSH (the management network's forwarded port) and returns
+    /// what it printed; a non-zero exit is an error.
+    pub fn ssh(&self, cmd: &str) -> Result<String> {
+        let out = self.ssh_exec(cmd)?;
+        if out.status != 0 {
+            bail!(
+                "ssh {}: `{cmd}` exited {}: {}",
+                self.0.name(),
+                out.status,
+                out.stdout
+            );
+        }
+        Ok(out.stdout)
+    }
+
+    /// Runs `cmd` as `core` over SSH; the status is in the result.
+    pub fn ssh_exec(&self, cmd: &str) -> Result<ExecOutput> {
+        Ok(self.0.ssh(cmd)?)
+    }
+
+    /// Power cut: QEMU is killed, the guest gets no chance to flush anything.
+    pub fn kill(&self) -> Result<()> {
+        self.0.kill()?;
+        Ok(())
+    }
+
+    /// Powers a stopped node on again and waits for its ready line.
+    pub fn start_and_wait(&self) -> Result<Ready> {
+        self.0.start()?;
+        Ok(self.0.wait_ready(1, BOOT_TIMEOUT)?)
+    }
+
+    /// Hard reset (the reset button), then the next ready line.
+    pub fn reset_and_wait(&self) -> Result<Ready> {
+        Ok(self.0.reset_and_wait(BOOT_TIMEOUT)?)
+    }
+
+    pub fn name(&self) -> &str {
+        self.0.name()
     }
 
     /// Ready lines printed since QEMU started (1 after the first boot).
