@@ -1,8 +1,9 @@
-//! `crust demo`, the README's main command: build the default image, boot it under QEMU, show
-//! what runs, and shut everything down (or leave it up with `--keep`).
+//! `crust demo`, the README's main command: build the default image, boot a cluster under QEMU
+//! from the bundled cloud-config (`builder/demo/cloud-config.yaml`), show what runs, and shut
+//! everything down (or leave it up with `--keep`).
 
 use crate::build::{self, BuildArgs, BuildError};
-use crust_qemu::{Cluster, ClusterSpec, LaunchMode};
+use crust_qemu::{Cluster, ClusterSpec, LaunchMode, Node};
 use std::path::PathBuf;
 use std::time::Duration;
 use thiserror::Error;
@@ -10,13 +11,16 @@ use thiserror::Error;
 /// Name of the demo's cluster, so it never touches the user's default cluster.
 pub const CLUSTER: &str = "demo";
 
+/// The user data every demo node boots with.
+pub const CLOUD_CONFIG: &str = include_str!("../demo/cloud-config.yaml");
+
 #[derive(clap::Args, Debug, Clone)]
 pub struct DemoArgs {
     /// Leave the cluster running afterwards (stop it with `crust cluster down --name demo`).
     #[arg(long)]
     pub keep: bool,
     /// Number of nodes.
-    #[arg(short = 'n', long = "nodes", default_value_t = 1)]
+    #[arg(short = 'n', long = "nodes", default_value_t = 3)]
     pub nodes: usize,
     /// Where the image is built.
     #[arg(long, default_value = "out")]
@@ -41,7 +45,8 @@ const TOUR: &[(&str, &str)] = &[
     ("the OS", "cat /etc/os-release"),
     ("/usr: squashfs on the dm-verity device, read-only", "grep ' /usr ' /proc/mounts; echo \"dm device: $(cat /sys/block/dm-0/dm/name) over $(ls /sys/block/dm-0/slaves)\""),
     ("/: ext4 on ROOT, grown to the disk's end", "grep ' / ' /proc/mounts; df -h / | tail -n 1"),
-    ("units", "crustctl list-units"),
+    ("units, including hello.service from the cloud-config", "crustctl list-units"),
+    ("what the cloud-config wrote", "cat /etc/motd.d/demo"),
     ("the boot entry, blessed after this good boot", "ls /boot/loader/entries"),
 ];
 
@@ -57,13 +62,19 @@ pub fn run(args: &DemoArgs) -> Result<(), DemoError> {
     let mut spec = ClusterSpec::new(&built.image, args.nodes);
     spec.name = CLUSTER.to_string();
     spec.mode = LaunchMode::Daemon;
-    eprintln!("crust demo: booting {} node(s) under QEMU", args.nodes);
+    spec.cloud_config = Some(CLOUD_CONFIG.as_bytes().to_vec());
+    eprintln!(
+        "crust demo: booting {} node(s) under QEMU from builder/demo/cloud-config.yaml",
+        args.nodes
+    );
     let cluster = Cluster::create(&spec, &|msg| eprintln!("crust: {msg}"))?;
     let result = tour(&cluster, Duration::from_secs(args.timeout));
     if args.keep && result.is_ok() {
         println!(
             "\nThe cluster keeps running. Try:\n  crust cluster status --name {CLUSTER}\n  \
+             crust cluster ssh node0 --name {CLUSTER}\n  \
              crust cluster exec node0 --name {CLUSTER} -- crustctl list-units\n  \
+             crust cluster partition node0 node1,node2 --name {CLUSTER}\n  \
              crust cluster down --name {CLUSTER}"
         );
     } else {
@@ -101,7 +112,67 @@ fn tour(cluster: &Cluster, timeout: Duration) -> Result<(), DemoError> {
             )));
         }
     }
+    if cluster.nodes().len() > 1 {
+        println!("\n== the cluster network: every node reaches every other");
+        let ips = cluster_ips(cluster)?;
+        for n in cluster.nodes() {
+            let mut line = format!("{}:", n.name());
+            for (other, ip) in &ips {
+                if other == n.name() {
+                    continue;
+                }
+                let out = n.exec(&format!("ping -c 1 -W 5 {ip} >/dev/null && echo ok"))?;
+                let ok = out.success() && out.stdout.contains("ok");
+                line.push_str(&format!(
+                    " {other} ({ip}) {}",
+                    if ok { "reachable" } else { "UNREACHABLE" }
+                ));
+                if !ok {
+                    println!("{line}");
+                    return Err(DemoError::Tour(format!(
+                        "{} cannot reach {other} at {ip}",
+                        n.name()
+                    )));
+                }
+            }
+            println!("{line}");
+        }
+    }
+    if let Some(n) = cluster.nodes().last() {
+        println!("\n== SSH as core through the forwarded port: crust cluster ssh {} -- hostname", n.name());
+        let out = n.ssh("hostname")?;
+        print!("{}", out.stdout);
+        if !out.success() {
+            return Err(DemoError::Tour(format!(
+                "ssh to {} failed with status {}",
+                n.name(),
+                out.status
+            )));
+        }
+    }
     println!();
     crust_qemu::cli::print_status(cluster);
     Ok(())
+}
+
+/// Each node's cluster address, as the switch leased it.
+fn cluster_ips(cluster: &Cluster) -> Result<Vec<(String, String)>, DemoError> {
+    let net = cluster.switch_status()?;
+    Ok(cluster
+        .nodes()
+        .iter()
+        .zip(&net.ports)
+        .map(|(n, p): (&Node, _)| (n.name().to_string(), p.ip.to_string()))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bundled_cloud_config_is_clean() {
+        let v = crust_common::cloudconfig::validate(CLOUD_CONFIG);
+        assert!(v.diagnostics.is_empty(), "{}", v.render("demo/cloud-config.yaml"));
+    }
 }

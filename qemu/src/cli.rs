@@ -435,8 +435,8 @@ fn status(name: &str) -> Result<()> {
 pub fn print_status(cluster: &Cluster) {
     let net = cluster.switch_status().ok();
     println!(
-        "{:<8} {:<8} {:>8} {:>8} {:>8} {:<5} {:<16} {:<12} SLOT",
-        "NODE", "STATE", "PID", "UPTIME", "RSS-MiB", "READY", "CLUSTER-IP", "VERSION"
+        "{:<8} {:<8} {:>8} {:>8} {:>8} {:<5} {:<16} {:<16} {:<12} SLOT",
+        "NODE", "STATE", "PID", "UPTIME", "RSS-MiB", "READY", "CLUSTER-IP", "SSH", "VERSION"
     );
     for (i, s) in cluster.status().into_iter().enumerate() {
         let dash = || "-".to_string();
@@ -446,8 +446,14 @@ pub fn print_status(cluster: &Cluster) {
             .and_then(|n| n.ports.get(i))
             .map(|p| format!("{}{}", p.ip, if p.leased { "" } else { "*" }))
             .unwrap_or_else(dash);
+        let ssh = cluster
+            .nodes()
+            .get(i)
+            .and_then(|n| n.ssh_access())
+            .map(|a| format!("127.0.0.1:{}", a.port))
+            .unwrap_or_else(dash);
         println!(
-            "{:<8} {:<8} {:>8} {:>8} {:>8} {:<5} {:<16} {:<12} {}",
+            "{:<8} {:<8} {:>8} {:>8} {:>8} {:<5} {:<16} {:<16} {:<12} {}",
             s.name,
             if s.running() { "running" } else { "stopped" },
             s.pid.map(|p| p.to_string()).unwrap_or_else(dash),
@@ -459,6 +465,7 @@ pub fn print_status(cluster: &Cluster) {
                 .unwrap_or_else(dash),
             if s.ready.is_some() { "yes" } else { "no" },
             ip,
+            ssh,
             s.ready
                 .as_ref()
                 .map(|r| r.version.clone())
