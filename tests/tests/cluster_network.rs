@@ -1,5 +1,7 @@
-//! Three machines on the cluster switch: each takes its static lease on eth0 during boot, they
-//! reach each other, a partition really separates them and heal restores it.
+//! Three machines booted from one cloud-config on the cluster switch: each takes its static
+//! lease on eth0 and fills `$private_ipv4` with it, they reach each other, SSH works through the
+//! forwarded ports, a killed node stops answering while the others stay up and comes back with
+//! start, a partition really separates them and heal restores it.
 
 use anyhow::{bail, Result};
 use crust_tests::Cluster;
@@ -10,7 +12,7 @@ fn reaches(c: &Cluster, from: usize, ip: &str) -> Result<bool> {
     Ok(c.node(from).exec(&format!("ping -c 2 -W 2 {ip}"))?.status == 0)
 }
 
-/// The IPv4 address on the guest's eth0, once udhcpc has set it.
+/// The IPv4 address on the guest's eth0, once DHCP has set it.
 fn eth0_address(c: &Cluster, i: usize) -> Result<String> {
     let t = Instant::now();
     loop {
@@ -25,11 +27,32 @@ fn eth0_address(c: &Cluster, i: usize) -> Result<String> {
     }
 }
 
+fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
+}
+
 #[test]
-fn leases_reachability_partition_and_heal() -> Result<()> {
-    let c = Cluster::up(3)?;
+fn one_cloud_config_leases_ssh_kill_start_partition_and_heal() -> Result<()> {
+    let c = Cluster::of(3)
+        .cloud_config(fixture("cluster.yaml"))
+        .start()?;
     for i in 0..3 {
-        assert_eq!(eth0_address(&c, i)?, format!("10.0.0.{}/24", i + 1));
+        let ip = format!("10.0.0.{}", i + 1);
+        assert_eq!(eth0_address(&c, i)?, format!("{ip}/24"));
+        // The one document was applied on every node with the node's own address.
+        assert_eq!(
+            c.node(i).sh("cat /etc/crust-e2e/address")?.trim(),
+            ip,
+            "node{i}"
+        );
+        assert_eq!(
+            c.node(i).sh("crustctl is-active e2e-loop.service")?.trim(),
+            "active"
+        );
+        // The cluster's key reached user core through the node's metadata.
+        assert_eq!(c.node(i).ssh("id -un; hostname")?, format!("core\nnode{i}\n"));
     }
     let net = c.inner().switch_status()?;
     assert!(net.ports.iter().all(|p| p.leased), "{net:?}");
@@ -38,7 +61,17 @@ fn leases_reachability_partition_and_heal() -> Result<()> {
     assert!(reaches(&c, 0, "10.0.0.3")?);
     assert!(reaches(&c, 2, "10.0.0.2")?);
 
-    c.inner().partition(&[&[0], &[1, 2]])?;
+    // A power cut on node2: it stops answering, the others carry on.
+    c.node(2).kill()?;
+    assert!(!c.node(2).inner().is_running());
+    assert!(!reaches(&c, 0, "10.0.0.3")?, "node0 still reaches killed node2");
+    assert!(reaches(&c, 0, "10.0.0.2")?, "node0 lost node1 when node2 died");
+    assert!(reaches(&c, 1, "10.0.0.1")?);
+    c.node(2).start_and_wait()?;
+    assert!(reaches(&c, 0, "10.0.0.3")?, "node2 did not come back");
+    assert_eq!(c.node(2).sh("cat /etc/crust-e2e/address")?.trim(), "10.0.0.3");
+
+    c.partition(&[&[0], &[1, 2]])?;
     assert!(
         !reaches(&c, 0, "10.0.0.2")?,
         "node0 reached node1 across the partition"
@@ -52,7 +85,7 @@ fn leases_reachability_partition_and_heal() -> Result<()> {
         "node1 lost node2 inside its own set"
     );
 
-    c.inner().heal()?;
+    c.heal()?;
     assert!(reaches(&c, 0, "10.0.0.2")?);
     assert!(reaches(&c, 2, "10.0.0.1")?);
     Ok(())
