@@ -67,8 +67,20 @@ pub fn run(args: &DemoArgs) -> Result<(), DemoError> {
         "crust demo: booting {} node(s) under QEMU from builder/demo/cloud-config.yaml",
         args.nodes
     );
+    if !args.keep {
+        // Ctrl-C during the demo stops and removes its cluster like the normal end does.
+        crust_qemu::process::on_interrupt(|| {
+            if let Ok(c) = Cluster::open(None, CLUSTER) {
+                let _ = c.down();
+            }
+        })
+        .map_err(|e| DemoError::Tour(format!("installing the Ctrl-C handler: {e}")))?;
+    }
     let cluster = Cluster::create(&spec, &|msg| eprintln!("crust: {msg}"))?;
     let result = tour(&cluster, Duration::from_secs(args.timeout));
+    if result.is_err() {
+        crust_qemu::process::wait_if_interrupted();
+    }
     if args.keep && result.is_ok() {
         println!(
             "\nThe cluster keeps running. Try:\n  crust cluster status --name {CLUSTER}\n  \
@@ -139,7 +151,10 @@ fn tour(cluster: &Cluster, timeout: Duration) -> Result<(), DemoError> {
         }
     }
     if let Some(n) = cluster.nodes().last() {
-        println!("\n== SSH as core through the forwarded port: crust cluster ssh {} -- hostname", n.name());
+        println!(
+            "\n== SSH as core through the forwarded port: crust cluster ssh {} -- hostname",
+            n.name()
+        );
         let out = n.ssh("hostname")?;
         print!("{}", out.stdout);
         if !out.success() {
@@ -173,6 +188,10 @@ mod tests {
     #[test]
     fn bundled_cloud_config_is_clean() {
         let v = crust_common::cloudconfig::validate(CLOUD_CONFIG);
-        assert!(v.diagnostics.is_empty(), "{}", v.render("demo/cloud-config.yaml"));
+        assert!(
+            v.diagnostics.is_empty(),
+            "{}",
+            v.render("demo/cloud-config.yaml")
+        );
     }
 }

@@ -352,13 +352,26 @@ fn print_rules(cluster: &Cluster, s: &SwitchStatus) {
 
 fn up(spec: ClusterSpec, timeout: Duration) -> Result<()> {
     let name = spec.name.clone();
+    // Interrupted while nodes boot: remove the half-made cluster rather than leave it running.
+    let root = spec.state_root.clone();
+    let interrupted = name.clone();
+    crate::process::on_interrupt(move || {
+        if let Ok(c) = Cluster::open(root.as_deref(), &interrupted) {
+            let _ = c.down();
+        }
+    })
+    .context("installing the Ctrl-C handler")?;
     let cluster = Cluster::create(&spec, &|msg| eprintln!("crust: {msg}"))?;
     eprintln!(
         "crust: started {} node(s) of cluster {name:?} from {}; waiting for ready",
         cluster.nodes().len(),
         cluster.config().image.display()
     );
-    let ready = cluster.wait_ready(timeout).with_context(|| {
+    let ready = cluster.wait_ready(timeout);
+    if ready.is_err() {
+        crate::process::wait_if_interrupted();
+    }
+    let ready = ready.with_context(|| {
         format!(
             "cluster {name:?} is left running for inspection: `crust cluster logs NODE --name {name}`, \
              then `crust cluster down --name {name}`"

@@ -152,6 +152,7 @@ impl Node {
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2);
+        crate::process::unblock_signals(&mut cmd);
         if self.mode == LaunchMode::Child {
             crate::process::die_with_parent(&mut cmd);
         }

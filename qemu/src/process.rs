@@ -135,6 +135,61 @@ pub fn die_with_parent(cmd: &mut std::process::Command) {
     }
 }
 
+/// Gives `cmd`'s child an empty signal mask. Children inherit the mask across exec, and the
+/// process that starts them may block SIGINT/SIGTERM (see [`on_interrupt`]): a QEMU or switch
+/// with SIGTERM blocked would ignore `cluster down` and need SIGKILL.
+pub fn unblock_signals(cmd: &mut std::process::Command) {
+    // SAFETY: the closure runs in the forked child before exec and only calls sigprocmask,
+    // which is async-signal-safe.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            nix::sys::signal::sigprocmask(
+                nix::sys::signal::SigmaskHow::SIG_SETMASK,
+                Some(&nix::sys::signal::SigSet::empty()),
+                None,
+            )
+            .map_err(std::io::Error::from)
+        });
+    }
+}
+
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// When an interrupt's cleanup (see [`on_interrupt`]) is under way, waits for it to end the
+/// process instead of returning: work it stopped (QEMUs exiting) makes the main thread fail,
+/// and exiting then would cut the cleanup short.
+pub fn wait_if_interrupted() {
+    while INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Makes Ctrl-C (SIGINT), SIGTERM and SIGHUP run `cleanup` and then exit with 130, instead of
+/// killing the process and leaving daemonized QEMUs and the switch behind. Call it from the main
+/// thread before starting other threads: they inherit the blocked signal mask, so only the
+/// waiting thread receives these signals.
+pub fn on_interrupt(cleanup: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
+    use nix::sys::signal::{SigSet, SigmaskHow};
+    let mut set = SigSet::empty();
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        set.add(s);
+    }
+    nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None)
+        .map_err(std::io::Error::from)?;
+    std::thread::Builder::new()
+        .name("interrupt".into())
+        .spawn(move || {
+            if let Ok(sig) = set.wait() {
+                INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
+                eprintln!("crust: {sig:?} received; stopping the cluster");
+                cleanup();
+                std::process::exit(130);
+            }
+        })?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

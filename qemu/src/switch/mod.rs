@@ -328,6 +328,7 @@ impl Switch {
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2);
+        crate::process::unblock_signals(&mut cmd);
         if daemonize {
             cmd.arg("--daemonize");
         } else {
