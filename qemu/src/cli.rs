@@ -117,6 +117,16 @@ enum ClusterCommand {
         #[command(flatten)]
         name: NameArg,
     },
+    /// Shut a node down gracefully (`crustctl poweroff` in the guest; QEMU is stopped if the
+    /// guest has not powered off within the timeout).
+    Stop {
+        node: String,
+        #[command(flatten)]
+        name: NameArg,
+        /// Seconds to wait for the guest to power off.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
     /// Start a stopped node and wait for it to be ready.
     Start {
         node: String,
@@ -240,6 +250,19 @@ pub fn run(args: ClusterArgs) -> Result<()> {
             let cluster = Cluster::open(None, &name.name)?;
             let stopped = cluster.node_named(&node)?.kill()?;
             println!("{node}: {stopped:?}");
+            Ok(())
+        }
+        ClusterCommand::Stop {
+            node,
+            name,
+            timeout,
+        } => {
+            let cluster = Cluster::open(None, &name.name)?;
+            let t = std::time::Instant::now();
+            let how = cluster
+                .node_named(&node)?
+                .shutdown(Duration::from_secs(timeout))?;
+            println!("{node}: {how:?} in {:.1} s", t.elapsed().as_secs_f64());
             Ok(())
         }
         ClusterCommand::Start {

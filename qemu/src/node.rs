@@ -207,6 +207,26 @@ impl Node {
         Ok(out)
     }
 
+    /// Graceful shutdown: `crustctl poweroff` in the guest (units stop in order, file systems
+    /// are synced), then waits up to `timeout` for QEMU to exit; SIGTERM to QEMU after that.
+    pub fn shutdown(&self, timeout: Duration) -> Result<Stopped> {
+        let Some(pid) = self.pid() else {
+            self.after_exit();
+            return Ok(Stopped::NotRunning);
+        };
+        if self.send("crustctl poweroff").is_ok() {
+            let deadline = Instant::now() + timeout;
+            while Instant::now() < deadline {
+                if !process::is_ours(pid, self.dir()) {
+                    self.after_exit();
+                    return Ok(Stopped::Terminated);
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        self.stop()
+    }
+
     /// Power cut: SIGKILL, no chance for the guest to flush anything.
     pub fn kill(&self) -> Result<Stopped> {
         let out = match process::read_pidfile(&self.paths.pidfile()) {
