@@ -57,6 +57,10 @@ enum ClusterCommand {
         /// Boot even when the cloud-config has errors (to see how nodes handle bad input).
         #[arg(long)]
         force_config: bool,
+        /// Make a host service on 127.0.0.1:HOSTPORT reachable from guests at
+        /// 10.0.2.100:GUESTPORT (a channel server, a registry, ...). Repeatable.
+        #[arg(long, value_name = "GUESTPORT=HOSTPORT")]
+        guestfwd: Vec<String>,
     },
     /// Open an SSH session (or run a command) as `core` on a node, through its forwarded port.
     Ssh {
@@ -196,6 +200,7 @@ pub fn run(args: ClusterArgs) -> Result<()> {
             cloud_config,
             config_via,
             force_config,
+            guestfwd,
         } => {
             let mut spec = ClusterSpec::new(image, nodes);
             spec.name = name.name;
@@ -203,6 +208,10 @@ pub fn run(args: ClusterArgs) -> Result<()> {
             spec.cpus = cpus;
             spec.disk_size = disk_gib << 30;
             spec.delivery = Delivery::parse(&config_via)?;
+            spec.guestfwd = guestfwd
+                .iter()
+                .map(|f| parse_guestfwd(f))
+                .collect::<Result<_>>()?;
             if let Some(path) = cloud_config {
                 spec.cloud_config = Some(read_user_data(&path, force_config)?);
             }
@@ -416,6 +425,17 @@ fn up(spec: ClusterSpec, timeout: Duration) -> Result<()> {
     Ok(())
 }
 
+/// `GUESTPORT=HOSTPORT` of `--guestfwd`.
+fn parse_guestfwd(s: &str) -> Result<(u16, u16)> {
+    let parsed = s
+        .split_once('=')
+        .and_then(|(g, h)| Some((g.parse::<u16>().ok()?, h.parse::<u16>().ok()?)))
+        .filter(|(g, h)| *g > 0 && *h > 0);
+    parsed.with_context(|| {
+        format!("--guestfwd {s:?}: expected GUESTPORT=HOSTPORT with ports 1-65535, e.g. 8080=38080")
+    })
+}
+
 /// Reads a user-data file; a cloud-config with errors is refused (with every diagnostic) unless
 /// `force` is set. Warnings are printed and do not stop anything.
 pub fn read_user_data(path: &Path, force: bool) -> Result<Vec<u8>> {
@@ -573,5 +593,19 @@ fn logs(name: &str, node: &str, follow: bool) -> Result<()> {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_forwards_parse_or_say_how() {
+        assert_eq!(parse_guestfwd("8080=38080").unwrap(), (8080, 38080));
+        for bad in ["8080", "x=1", "0=1", "1=70000", ""] {
+            let e = parse_guestfwd(bad).unwrap_err().to_string();
+            assert!(e.contains("GUESTPORT=HOSTPORT"), "{e}");
+        }
     }
 }
