@@ -39,6 +39,10 @@ pub struct BuildArgs {
     /// Package cache directory (default: $CRUST_CACHE, else ~/.cache/crust).
     #[arg(long, env = "CRUST_CACHE")]
     pub cache: Option<PathBuf>,
+    /// Keys directory (`crust keys init`): its root.json becomes the image's update root of
+    /// trust at /usr/share/crust/update/root.json. Without it the image cannot verify updates.
+    #[arg(long, env = "CRUST_KEYS")]
+    pub keys: Option<PathBuf>,
 }
 
 #[derive(Debug, Error)]
@@ -74,6 +78,8 @@ pub enum BuildError {
     NoKernel(String),
     #[error("systemd-boot EFI binary not found at {0:?}; is systemd-boot-efi in the manifest's packages?")]
     NoBootloader(PathBuf),
+    #[error("--keys: {0}")]
+    Keys(String),
     #[error("{path:?}: {source}")]
     Io {
         path: PathBuf,
@@ -244,7 +250,13 @@ pub fn run(args: &BuildArgs) -> Result<BuildOutput, BuildError> {
 
     // USR: squashfs + verity tree, written to usr.img, checked against the partition size.
     let step = progress.step("USR squashfs + verity", None);
-    let usr_tree = usr::usr_tree(&inputs)?;
+    let mut usr_tree = usr::usr_tree(&inputs)?;
+    if let Some(keys) = &args.keys {
+        let root = crate::keys::root_json(keys).map_err(|e| BuildError::Keys(e.to_string()))?;
+        usr_tree
+            .file(crate::keys::ROOT_IN_IMAGE, 0o644, Source::Bytes(root))
+            .map_err(usr::UsrError::from)?;
+    }
     let usr_path = out.join("usr.img");
     let mut usr_file = create(&usr_path)?;
     let squashfs_bytes = squashfs::write(&usr_tree, &mut usr_file, epoch as u32)?;

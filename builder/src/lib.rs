@@ -9,6 +9,7 @@
 
 pub mod agent;
 pub mod build;
+pub mod channel;
 pub mod debian;
 pub mod demo;
 pub mod disk;
@@ -16,9 +17,12 @@ pub mod elf;
 pub mod esp;
 pub mod initramfs;
 pub mod inspect;
+pub mod keys;
 pub mod kmod;
 pub mod manifest;
 pub mod progress;
+pub mod publish;
+pub mod serve;
 pub mod squashfs;
 pub mod tree;
 pub mod usr;

@@ -34,6 +34,14 @@ enum Command {
         /// A coreos-cloudinit cloud-config (user data).
         file: PathBuf,
     },
+    /// Make the ed25519 keys of the channel repositories' TUF roles.
+    Keys(crust::keys::KeysArgs),
+    /// Add a build to a channel's signed repository (or re-sign its timestamp with --refresh).
+    Publish(crust::publish::PublishArgs),
+    /// List channels or show a channel's releases (verified like a machine would).
+    Channel(crust::channel::ChannelArgs),
+    /// Serve a directory over HTTP (GET, HEAD, Range) on 127.0.0.1 for local updates.
+    Serve(crust::serve::ServeArgs),
 }
 
 fn main() {
@@ -78,6 +86,10 @@ fn run(cli: Cli) -> Result<()> {
                 std::process::exit(1);
             }
         }
+        Command::Keys(args) => crust::keys::run(&args)?,
+        Command::Publish(args) => println!("{}", crust::publish::run(&args)?),
+        Command::Channel(args) => print!("{}", crust::channel::run(&args)?),
+        Command::Serve(args) => crust::serve::run(&args)?,
     }
     Ok(())
 }
