@@ -1,4 +1,7 @@
-//! crust update-engine: channel client, A/B apply, boot assessment, reboot coordination.
+//! crust update-engine: keeps a machine on its channel's newest release.
 //!
-//! Not built yet: this crate only reserves its place in the workspace. The image does not ship a
-//! unit for it and `crust-agent update-engine` refuses to run, so nothing pretends to work.
+//! - [`engine`]: the update state machine (`UPDATE_STATUS_*`), timing and retry decisions; no I/O.
+//! - [`rollout`]: the per-machine bucket and the channel's waves.
+
+pub mod engine;
+pub mod rollout;
