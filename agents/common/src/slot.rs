@@ -12,6 +12,8 @@
 use std::fmt;
 use thiserror::Error;
 
+pub mod gpt;
+
 /// One of the two USR slots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Slot {
@@ -270,6 +272,114 @@ impl SlotState {
     }
 }
 
+/// The body of a slot's loader entry (Boot Loader Spec type 1). `cmdline` already carries the
+/// slot's `mount.usr=` and `usrhash=`. systemd-boot prefers, among entries with tries left, the
+/// highest `version`, which is how a freshly installed slot gets booted.
+pub fn entry_body(name: &str, version: &str, slot: Slot, cmdline: &str) -> String {
+    let dir = slot.esp_dir();
+    format!("title {name} {version} (usr-{slot})\nversion {version}\nlinux /{dir}/vmlinuz\ninitrd /{dir}/initrd\noptions {cmdline}\n")
+}
+
+/// The states of both slots after installing a release into `new` with `tries` boot attempts:
+/// `new` gets priority 2 and a counted entry; `other` (with its current entry) stays bootable at
+/// priority 1 as the fallback, never 0.
+pub fn activation(new: Slot, tries: u32, other_entry: EntryName) -> [SlotState; 2] {
+    [
+        SlotState {
+            slot: new,
+            priority: 2,
+            entry: EntryName::new(new, tries),
+        },
+        SlotState {
+            slot: new.other(),
+            priority: 1,
+            entry: other_entry,
+        },
+    ]
+}
+
+/// The booted slot's state once its boot is judged healthy: blessed, highest priority.
+pub fn blessing(slot: Slot) -> SlotState {
+    SlotState {
+        slot,
+        priority: 2,
+        entry: EntryName::blessed(slot),
+    }
+}
+
+/// The loader entries of each slot found in an entries directory listing.
+pub fn entries_of(files: &[String], slot: Slot) -> Vec<EntryName> {
+    files
+        .iter()
+        .filter_map(|f| EntryName::parse(f).ok())
+        .filter(|e| e.slot == slot)
+        .collect()
+}
+
+/// The one function that changes slot state on a machine: names the slot's loader entry on the
+/// ESP after `state` (writing `body` when given, else renaming the existing entry), removes the
+/// slot's other entries, makes the ESP durable (syncfs: fsync of a vfat directory does not
+/// write the FAT), then writes the gptprio bits of `state` and of `also` into the GPT and syncs
+/// the disk. Returns the entry's new file name.
+pub fn set_state(
+    esp: &std::path::Path,
+    disk: &mut std::fs::File,
+    state: &SlotState,
+    also: &[SlotState],
+    body: Option<&str>,
+) -> Result<String, gpt::GptError> {
+    use std::io::Write;
+    let dir = esp.join(ENTRIES_DIR);
+    std::fs::create_dir_all(&dir)?;
+    let files: Vec<String> = std::fs::read_dir(&dir)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let name = state.entry.to_string();
+    let existing = entries_of(&files, state.slot);
+    match body {
+        Some(text) => {
+            let tmp = dir.join(format!(".{name}.tmp"));
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(text.as_bytes())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, dir.join(&name))?;
+        }
+        None => {
+            let from = existing.first().ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!(
+                        "no loader entry for slot {} in {}",
+                        state.slot,
+                        dir.display()
+                    ),
+                )
+            })?;
+            std::fs::rename(dir.join(from.to_string()), dir.join(&name))?;
+        }
+    }
+    for old in existing {
+        let old = old.to_string();
+        if old != name {
+            match std::fs::remove_file(dir.join(&old)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                _ => {}
+            }
+        }
+    }
+    let d = std::fs::File::open(&dir)?;
+    // SAFETY: syncfs only reads the descriptor, which `d` keeps open for the call.
+    if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&d)) } != 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    let mut all = vec![*state];
+    all.extend_from_slice(also);
+    gpt::write_states(disk, &all)?;
+    disk.sync_all()?;
+    Ok(name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -319,6 +429,53 @@ mod tests {
         ] {
             assert!(EntryName::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn set_state_writes_entry_and_gptprio_together() {
+        let t = tempfile::tempdir().unwrap();
+        let esp = t.path().join("esp");
+        let entries = esp.join(ENTRIES_DIR);
+        std::fs::create_dir_all(&entries).unwrap();
+        std::fs::write(entries.join("crust-usr-a.conf"), "a").unwrap();
+        std::fs::write(entries.join("crust-usr-b+0-1.conf"), "old b").unwrap();
+        let disk_path = t.path().join("disk");
+        std::fs::write(&disk_path, gpt::test_disk(8)).unwrap();
+        let mut disk = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&disk_path)
+            .unwrap();
+        let [new, old] = activation(Slot::B, 1, EntryName::blessed(Slot::A));
+        let body = entry_body("crust", "1.0.1", Slot::B, "console=ttyS0 usrhash=ab");
+        let name = set_state(&esp, &mut disk, &new, &[old], Some(&body)).unwrap();
+        assert_eq!(name, "crust-usr-b+1.conf");
+        let mut names: Vec<String> = std::fs::read_dir(&entries)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["crust-usr-a.conf", "crust-usr-b+1.conf"]);
+        assert!(std::fs::read_to_string(entries.join(&name))
+            .unwrap()
+            .contains("version 1.0.1\nlinux /crust/usr-b/vmlinuz"));
+        let [a, b] = gpt::read_usr(&mut disk).unwrap();
+        assert_eq!(a.prio, GptPrio::new(1, 0, true));
+        assert_eq!(b.prio, GptPrio::new(2, 1, false));
+        // systemd-boot tried it once; blessing renames it and marks it successful.
+        std::fs::rename(entries.join(&name), entries.join("crust-usr-b+0-1.conf")).unwrap();
+        let name = set_state(&esp, &mut disk, &blessing(Slot::B), &[], None).unwrap();
+        assert_eq!(name, "crust-usr-b.conf");
+        assert_eq!(std::fs::read_to_string(entries.join(&name)).unwrap(), body);
+        let [_, b] = gpt::read_usr(&mut disk).unwrap();
+        assert_eq!(b.prio, GptPrio::new(2, 0, true));
+        // No entry to rename: an error, and the GPT is not touched.
+        std::fs::remove_file(entries.join("crust-usr-a.conf")).unwrap();
+        assert!(set_state(&esp, &mut disk, &blessing(Slot::A), &[], None).is_err());
+        assert_eq!(
+            gpt::read_usr(&mut disk).unwrap()[0].prio,
+            GptPrio::new(1, 0, true)
+        );
     }
 
     #[test]
