@@ -1,4 +1,11 @@
-//! crust kv: Raft key-value store speaking the etcd v2 HTTP API (etcd2.service).
+//! crust kv: a key-value store that speaks the etcd v2 HTTP API (etcd2.service).
 //!
-//! Not built yet: this crate only reserves its place in the workspace. The image does not ship a
-//! unit for it and `crust-agent kv` refuses to run, so nothing pretends to work.
+//! - [`store`]: the etcd v2 data model as a deterministic state machine (keys, directories,
+//!   TTLs decided through the log, compare-and-swap, in-order keys, watch history).
+//! - [`backend`]: the seam to replication: the store is an [`backend::Apply`], the HTTP layer
+//!   talks to a [`backend::Backend`].
+//! - [`local`]: a single-member backend (tests, the host-side discovery service).
+
+pub mod backend;
+pub mod local;
+pub mod store;

@@ -1,0 +1,117 @@
+//! A one-member [`Backend`]: proposals apply at once, in order, to a [`Store`]. It behaves like a
+//! single-member etcd cluster (term 1, itself the leader) and serves tests and the host-side
+//! discovery service.
+
+use crate::backend::{Apply, Backend, BackendError, BoxFuture, Member};
+use crate::store::Store;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+pub struct LocalBackend {
+    store: Arc<Store>,
+    raft_index: AtomicU64,
+    member: Mutex<Member>,
+    /// Serialises proposals, as a log would.
+    order: Mutex<()>,
+}
+
+impl LocalBackend {
+    pub fn new(store: Arc<Store>, name: &str, client_urls: Vec<String>) -> LocalBackend {
+        let id = member_id(name);
+        LocalBackend {
+            store,
+            raft_index: AtomicU64::new(0),
+            member: Mutex::new(Member {
+                id,
+                name: name.into(),
+                peer_urls: vec!["http://localhost:2380".into()],
+                client_urls,
+            }),
+            order: Mutex::new(()),
+        }
+    }
+
+    fn member(&self) -> Member {
+        self.member
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// A stable id from a name (FNV-1a), for a member that has no peers to agree with.
+fn member_id(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+impl Backend for LocalBackend {
+    fn propose(&self, command: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>, BackendError>> {
+        Box::pin(async move {
+            let _g = self.order.lock().unwrap_or_else(|p| p.into_inner());
+            let index = self.raft_index.fetch_add(1, Ordering::SeqCst) + 1;
+            Ok(self.store.apply(index, 1, &command))
+        })
+    }
+
+    fn read_barrier(&self) -> BoxFuture<'_, Result<(), BackendError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn id(&self) -> u64 {
+        self.member().id
+    }
+
+    fn cluster_id(&self) -> u64 {
+        member_id(&format!("cluster/{}", self.member().name))
+    }
+
+    fn raft_term(&self) -> u64 {
+        1
+    }
+
+    fn raft_index(&self) -> u64 {
+        self.raft_index.load(Ordering::SeqCst)
+    }
+
+    fn leader(&self) -> Option<u64> {
+        Some(self.id())
+    }
+
+    fn members(&self) -> Vec<Member> {
+        vec![self.member()]
+    }
+
+    fn add_member(&self, _peer_urls: Vec<String>) -> BoxFuture<'_, Result<Member, BackendError>> {
+        Box::pin(async {
+            Err(BackendError::Membership(
+                "this is a single-member store (no raft); run crust-agent kv to form a cluster"
+                    .into(),
+            ))
+        })
+    }
+
+    fn remove_member(&self, id: u64) -> BoxFuture<'_, Result<(), BackendError>> {
+        Box::pin(async move {
+            Err(BackendError::Membership(format!(
+                "member {id:x} cannot be removed from a single-member store"
+            )))
+        })
+    }
+
+    fn update_member(
+        &self,
+        id: u64,
+        peer_urls: Vec<String>,
+    ) -> BoxFuture<'_, Result<(), BackendError>> {
+        Box::pin(async move {
+            let mut m = self.member.lock().unwrap_or_else(|p| p.into_inner());
+            if m.id != id {
+                return Err(BackendError::Membership(format!("no member {id:x}")));
+            }
+            m.peer_urls = peer_urls;
+            Ok(())
+        })
+    }
+}
