@@ -12,7 +12,6 @@ const NOT_YET: &[&str] = &[
     "flannel",
     "flanneld",
     "runtime",
-    "update-engine",
     "locksmithd",
 ];
 
@@ -47,7 +46,12 @@ fn dispatch(argv: &[String]) -> i32 {
 fn run_agent(name: &str, argv: &[String]) -> i32 {
     match name {
         "init" => crust_init::run(argv),
+        // `crustctl update ...` belongs to update-engine; everything else to init's crustctl.
+        "crustctl" if argv.get(1).map(String::as_str) == Some("update") => {
+            crust_update_engine::ctl::run(&argv[2..])
+        }
         "crustctl" => crust_init::ctl::run(&argv[1..]),
+        "update-engine" => crust_update_engine::daemon::run(argv),
         n if NOT_YET.contains(&n) => {
             eprintln!("crust-agent: {n} is not part of this build yet");
             2
@@ -72,8 +76,19 @@ mod tests {
         // Agents not in this build say so and exit 2, by symlink name or as a subcommand.
         assert_eq!(dispatch(&argv(&["/usr/bin/fleet", "list-units"])), 2);
         assert_eq!(dispatch(&argv(&["crust-agent", "kv"])), 2);
+        // update-engine refuses to run on a system not booted from a crust USR slot.
+        if !std::fs::read_to_string("/proc/cmdline")
+            .unwrap_or_default()
+            .contains("mount.usr=")
+        {
+            assert_eq!(
+                dispatch(&argv(&["/usr/bin/crust-agent", "update-engine"])),
+                1
+            );
+        }
+        // `crustctl update` with a bad verb is a usage error from update-engine's client.
         assert_eq!(
-            dispatch(&argv(&["/usr/bin/crust-agent", "update-engine"])),
+            dispatch(&argv(&["/usr/bin/crustctl", "update", "frobnicate"])),
             2
         );
         assert_eq!(dispatch(&argv(&["crust-agent", "no-such-agent"])), 2);

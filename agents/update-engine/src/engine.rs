@@ -330,6 +330,7 @@ impl Engine {
             }
             (UpdateAvailable | Downloading, Event::Downloaded) => {
                 self.status = Verifying;
+                self.progress.0 = self.progress.1;
                 self.target.map(Command::Verify).into_iter().collect()
             }
             (UpdateAvailable | Downloading, Event::DownloadFailed(why)) => self.fail(

@@ -1,0 +1,208 @@
+//! A small HTTP/1.1 client: GET with an optional `Range` start, one request per connection,
+//! `Content-Length` bodies. Enough for `crust serve` and any static server; written here because
+//! the image's binary has a size budget and the channel data is signed, so no TLS stack is needed.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum HttpError {
+    #[error("{0:?} is not an http://HOST[:PORT]/PATH URL")]
+    Url(String),
+    #[error("cannot reach {addr}: {source}")]
+    Connect {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{url}: {source}")]
+    Io {
+        url: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{url}: malformed response: {why}")]
+    Protocol { url: String, why: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Url {
+    pub host: String,
+    pub port: u16,
+    pub path: String,
+}
+
+impl Url {
+    pub fn parse(s: &str) -> Result<Url, HttpError> {
+        let err = || HttpError::Url(s.to_string());
+        let rest = s.strip_prefix("http://").ok_or_else(err)?;
+        let (hostport, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        let (host, port) = match hostport.rsplit_once(':') {
+            Some((h, p)) => (h, p.parse().map_err(|_| err())?),
+            None => (hostport, 80),
+        };
+        if host.is_empty() || path.contains(char::is_whitespace) {
+            return Err(err());
+        }
+        Ok(Url {
+            host: host.to_string(),
+            port,
+            path: path.to_string(),
+        })
+    }
+
+    /// This URL with `rel` appended to its path (exactly one `/` between).
+    pub fn join(&self, rel: &str) -> Url {
+        let mut u = self.clone();
+        u.path = format!(
+            "{}/{}",
+            self.path.trim_end_matches('/'),
+            rel.trim_start_matches('/')
+        );
+        u
+    }
+}
+
+impl std::fmt::Display for Url {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "http://{}:{}{}", self.host, self.port, self.path)
+    }
+}
+
+pub struct Response {
+    pub status: u16,
+    /// `Content-Length`, when given.
+    pub length: Option<u64>,
+    /// Start offset of a 206 response's `Content-Range`.
+    pub range_start: Option<u64>,
+    /// Total size from `Content-Range: bytes a-b/TOTAL`.
+    pub total: Option<u64>,
+    pub body: Box<dyn Read + Send>,
+}
+
+pub const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// GETs `url`, from byte `from` on when given.
+pub fn get(url: &Url, from: Option<u64>) -> Result<Response, HttpError> {
+    let addr = format!("{}:{}", url.host, url.port);
+    let conn = |source| HttpError::Connect {
+        addr: addr.clone(),
+        source,
+    };
+    let sa = addr
+        .to_socket_addrs()
+        .map_err(conn)?
+        .next()
+        .ok_or_else(|| {
+            conn(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no address",
+            ))
+        })?;
+    let stream = TcpStream::connect_timeout(&sa, Duration::from_secs(10)).map_err(conn)?;
+    let io = |source| HttpError::Io {
+        url: url.to_string(),
+        source,
+    };
+    stream.set_read_timeout(Some(TIMEOUT)).map_err(io)?;
+    stream.set_write_timeout(Some(TIMEOUT)).map_err(io)?;
+    let mut req = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: crust-update-engine\r\nConnection: close\r\n",
+        url.path, url.host
+    );
+    if let Some(f) = from {
+        req.push_str(&format!("Range: bytes={f}-\r\n"));
+    }
+    req.push_str("\r\n");
+    std::io::Write::write_all(&mut &stream, req.as_bytes()).map_err(io)?;
+    let mut r = BufReader::new(stream);
+    let proto = |why: String| HttpError::Protocol {
+        url: url.to_string(),
+        why,
+    };
+    let mut line = String::new();
+    r.read_line(&mut line).map_err(io)?;
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .filter(|_| line.starts_with("HTTP/1."))
+        .ok_or_else(|| proto(format!("status line {:?}", line.trim())))?;
+    let (mut length, mut range_start, mut total) = (None, None, None);
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h).map_err(io)? == 0 {
+            return Err(proto("headers end early".into()));
+        }
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        let Some((k, v)) = h.split_once(':') else {
+            continue;
+        };
+        let v = v.trim();
+        match k.trim().to_ascii_lowercase().as_str() {
+            "content-length" => {
+                length = Some(
+                    v.parse()
+                        .map_err(|_| proto(format!("Content-Length {v:?}")))?,
+                )
+            }
+            "transfer-encoding" if !v.eq_ignore_ascii_case("identity") => {
+                return Err(proto(format!(
+                    "Transfer-Encoding {v} is not supported; serve files with a Content-Length"
+                )))
+            }
+            "content-range" => {
+                // bytes START-END/TOTAL
+                let spec = v.strip_prefix("bytes ").unwrap_or(v);
+                if let Some((range, tot)) = spec.split_once('/') {
+                    total = tot.parse().ok();
+                    range_start = range.split_once('-').and_then(|(a, _)| a.parse().ok());
+                }
+            }
+            _ => {}
+        }
+    }
+    let body: Box<dyn Read + Send> = match length {
+        Some(n) => Box::new(r.take(n)),
+        None => Box::new(r),
+    };
+    Ok(Response {
+        status,
+        length,
+        range_start,
+        total,
+        body,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let u = Url::parse("http://10.0.2.100:8080/").unwrap();
+        assert_eq!(
+            (u.host.as_str(), u.port, u.path.as_str()),
+            ("10.0.2.100", 8080, "/")
+        );
+        assert_eq!(
+            u.join("beta/metadata/timestamp.json").path,
+            "/beta/metadata/timestamp.json"
+        );
+        let u = Url::parse("http://h").unwrap();
+        assert_eq!((u.port, u.path.as_str()), (80, "/"));
+        assert_eq!(Url::parse("http://h/a/").unwrap().join("/b").path, "/a/b");
+        for bad in ["https://h/", "http://:80/", "http://h:x/", "ftp://h"] {
+            assert!(Url::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
