@@ -6,6 +6,7 @@
 //!   talks to a [`backend::Backend`].
 //! - [`local`]: a single-member backend (tests, the host-side discovery service).
 
+pub mod api;
 pub mod backend;
 pub mod local;
 pub mod store;

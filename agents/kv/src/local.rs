@@ -115,3 +115,53 @@ impl Backend for LocalBackend {
         })
     }
 }
+
+/// Runs a single-member store serving the client API on `listener` until the process ends:
+/// what `crust kv serve` runs on the host (e.g. as an etcd discovery service).
+pub async fn serve(listener: tokio::net::TcpListener, name: &str) -> std::io::Result<()> {
+    let addr = listener.local_addr()?;
+    let store = Arc::new(Store::new());
+    let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(
+        store.clone(),
+        name,
+        vec![format!("http://{addr}")],
+    ));
+    crate::api::spawn_expiry(backend.clone(), store.clone());
+    crate::api::serve(
+        listener,
+        crate::api::Api {
+            backend,
+            store,
+            name: name.to_string(),
+            started: std::time::SystemTime::now(),
+        },
+    )
+    .await
+}
+
+/// [`serve`] on a thread of its own with its own runtime; returns the bound address.
+pub fn spawn_thread(addr: &str, name: &str) -> std::io::Result<std::net::SocketAddr> {
+    let std_listener = std::net::TcpListener::bind(addr)?;
+    std_listener.set_nonblocking(true)?;
+    let bound = std_listener.local_addr()?;
+    let name = name.to_string();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name(format!("kv-{name}"))
+        .spawn(move || {
+            rt.block_on(async move {
+                match tokio::net::TcpListener::from_std(std_listener) {
+                    Ok(l) => {
+                        if let Err(e) = serve(l, &name).await {
+                            eprintln!("kv {name}: {e}");
+                        }
+                    }
+                    Err(e) => eprintln!("kv {name}: {e}"),
+                }
+            })
+        })?;
+    Ok(bound)
+}

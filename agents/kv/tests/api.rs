@@ -1,0 +1,231 @@
+//! The client API over a real listener on 127.0.0.1 with a single-member store: status codes,
+//! headers and exact JSON, checked with a plain HTTP/1.1 client.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+}
+
+fn request(addr: SocketAddr, method: &str, path: &str, body: &str, ctype: &str) -> Reply {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(": "))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v == "chunked");
+    let body = if chunked {
+        dechunk(rest)
+    } else {
+        rest.to_string()
+    };
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = &rest[n + 2..];
+    }
+    out
+}
+
+fn form(addr: SocketAddr, method: &str, path: &str, body: &str) -> Reply {
+    request(
+        addr,
+        method,
+        path,
+        body,
+        "application/x-www-form-urlencoded",
+    )
+}
+
+fn server() -> SocketAddr {
+    crust_kv::local::spawn_thread("127.0.0.1:0", "test").unwrap()
+}
+
+#[test]
+fn keys_api_matches_etcd() {
+    let a = server();
+    let r = form(a, "PUT", "/v2/keys/foo", "value=bar");
+    assert_eq!(r.status, 201);
+    assert_eq!(
+        r.body,
+        r#"{"action":"set","node":{"key":"/foo","value":"bar","modifiedIndex":1,"createdIndex":1}}"#
+    );
+    assert_eq!(r.header("x-etcd-index"), Some("1"));
+    assert!(r.header("x-raft-index").is_some() && r.header("x-raft-term").is_some());
+    assert!(r.header("x-etcd-cluster-id").is_some());
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    // Replacing is 200 with the previous node.
+    let r = form(a, "PUT", "/v2/keys/foo?value=baz", "");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["prevNode"]["value"], "bar");
+    let r = form(a, "GET", "/v2/keys/", "");
+    assert_eq!(
+        r.body,
+        r#"{"action":"get","node":{"dir":true,"nodes":[{"key":"/foo","value":"baz","modifiedIndex":2,"createdIndex":2}]}}"#
+    );
+    // Errors: status, code, cause, and X-Etcd-Index.
+    let r = form(a, "GET", "/v2/keys/nope", "");
+    assert_eq!(r.status, 404);
+    assert_eq!(
+        r.body,
+        r#"{"errorCode":100,"message":"Key not found","cause":"/nope","index":2}"#
+    );
+    let r = form(a, "PUT", "/v2/keys/foo?ttl=abc", "value=x");
+    assert_eq!((r.status, r.json()["errorCode"].as_u64()), (400, Some(202)));
+    let r = form(a, "GET", "/v2/keys/foo?recursive=maybe", "");
+    assert_eq!((r.status, r.json()["errorCode"].as_u64()), (400, Some(209)));
+    let r = form(a, "PUT", "/v2/keys/foo?prevExist=false", "value=x");
+    assert_eq!((r.status, r.json()["errorCode"].as_u64()), (412, Some(105)));
+    let r = form(a, "PUT", "/v2/keys/foo?prevValue=nope", "value=x");
+    assert_eq!(r.status, 412);
+    assert_eq!(r.json()["cause"], "[nope != baz]");
+    // mkdir, in-order keys, directory deletes.
+    let r = form(a, "PUT", "/v2/keys/d?dir=true", "");
+    assert_eq!(r.status, 201);
+    assert_eq!(r.json()["node"]["dir"], true);
+    let r = form(a, "POST", "/v2/keys/d", "value=job");
+    assert_eq!(r.status, 201);
+    assert_eq!(r.json()["node"]["key"], "/d/00000000000000000004");
+    let r = form(a, "DELETE", "/v2/keys/d?dir=true", "");
+    assert_eq!((r.status, r.json()["errorCode"].as_u64()), (403, Some(108)));
+    let r = form(a, "DELETE", "/v2/keys/d?recursive=true", "");
+    assert_eq!(
+        (r.status, r.json()["action"].as_str()),
+        (200, Some("delete"))
+    );
+    // HEAD: headers, no body.
+    let r = form(a, "HEAD", "/v2/keys/foo", "");
+    assert_eq!(r.status, 200);
+    assert!(r.body.is_empty());
+    // Oversized values are refused with the limit named.
+    let big = format!("value={}", "x".repeat(crust_kv::store::MAX_VALUE_BYTES + 1));
+    let r = form(a, "PUT", "/v2/keys/big", &big);
+    assert_eq!(r.status, 400);
+    assert!(r.json()["cause"].as_str().unwrap().contains("at most"));
+}
+
+#[test]
+fn ttl_expires_through_the_log() {
+    let a = server();
+    let r = form(a, "PUT", "/v2/keys/t?ttl=1", "value=v");
+    assert_eq!(r.json()["node"]["ttl"], 1);
+    assert!(r.json()["node"]["expiration"]
+        .as_str()
+        .unwrap()
+        .ends_with('Z'));
+    let w = std::thread::spawn(move || form(a, "GET", "/v2/keys/t?wait=true&waitIndex=2", ""));
+    let r = w.join().unwrap();
+    assert_eq!(r.json()["action"], "expire");
+    assert_eq!(r.json()["prevNode"]["value"], "v");
+    assert_eq!(form(a, "GET", "/v2/keys/t", "").status, 404);
+}
+
+#[test]
+fn watches_wait_stream_and_clear() {
+    let a = server();
+    form(a, "PUT", "/v2/keys/w/a", "value=1");
+    // A past event is answered at once.
+    let r = form(a, "GET", "/v2/keys/w/a?wait=true&waitIndex=1", "");
+    assert_eq!(r.json()["node"]["value"], "1");
+    // A recursive long poll gets the next write below it; hidden keys are skipped.
+    let w = std::thread::spawn(move || form(a, "GET", "/v2/keys/w?wait=true&recursive=true", ""));
+    std::thread::sleep(Duration::from_millis(300));
+    form(a, "PUT", "/v2/keys/w/_hidden", "value=h");
+    form(a, "PUT", "/v2/keys/w/b", "value=2");
+    let r = w.join().unwrap();
+    assert_eq!(r.json()["node"]["key"], "/w/b");
+    assert_eq!(r.header("x-etcd-index"), Some("1"));
+    for i in 0..1001 {
+        form(a, "PUT", "/v2/keys/x", &format!("value={i}"));
+    }
+    let r = form(a, "GET", "/v2/keys/x?wait=true&waitIndex=1", "");
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["errorCode"], 401);
+}
+
+#[test]
+fn members_stats_version_health() {
+    let a = server();
+    let r = form(a, "GET", "/v2/members", "");
+    let m = &r.json()["members"][0];
+    assert_eq!(m["name"], "test");
+    assert_eq!(m["clientURLs"][0], format!("http://{a}"));
+    assert!(u64::from_str_radix(m["id"].as_str().unwrap(), 16).is_ok());
+    assert_eq!(
+        form(a, "GET", "/v2/members/leader", "").json()["name"],
+        "test"
+    );
+    assert_eq!(form(a, "GET", "/version", "").json()["etcdserver"], "2.3.8");
+    assert_eq!(form(a, "GET", "/health", "").json()["health"], "true");
+    assert_eq!(
+        form(a, "GET", "/v2/stats/self", "").json()["state"],
+        "StateLeader"
+    );
+    form(a, "PUT", "/v2/keys/s", "value=1");
+    assert_eq!(
+        form(a, "GET", "/v2/stats/store", "").json()["setsSuccess"],
+        1
+    );
+    assert_eq!(
+        form(a, "GET", "/v2/machines", "").body,
+        format!("http://{a}")
+    );
+    let r = request(
+        a,
+        "POST",
+        "/v2/members",
+        r#"{"peerURLs":["http://127.0.0.1:1"]}"#,
+        "text/plain",
+    );
+    assert_eq!(r.status, 415);
+}
