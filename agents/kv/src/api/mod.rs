@@ -406,17 +406,21 @@ async fn members_leader(State(api): State<Api>) -> Response {
     }
 }
 
-fn parse_peer_urls(api: &Api, headers: &HeaderMap, body: &[u8]) -> Result<Vec<String>, Response> {
+fn parse_peer_urls(
+    api: &Api,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Vec<String>, Box<Response>> {
     let json = headers
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
     if !json {
-        return Err(message(
+        return Err(Box::new(message(
             api,
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "Bad Content-Type application/json required",
-        ));
+        )));
     }
     let p: PeerUrls = serde_json::from_slice(body).map_err(|e| {
         message(
@@ -427,11 +431,11 @@ fn parse_peer_urls(api: &Api, headers: &HeaderMap, body: &[u8]) -> Result<Vec<St
     })?;
     for u in &p.peer_urls {
         if !(u.starts_with("http://") || u.starts_with("https://")) {
-            return Err(message(
+            return Err(Box::new(message(
                 api,
                 StatusCode::BAD_REQUEST,
                 &format!("URL scheme must be http or https: {u}"),
-            ));
+            )));
         }
     }
     Ok(p.peer_urls)
@@ -453,7 +457,7 @@ fn membership_error(api: &Api, e: BackendError) -> Response {
 async fn members_add(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Response {
     let urls = match parse_peer_urls(&api, &headers, &body) {
         Ok(u) => u,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     match api.backend.add_member(urls).await {
         Ok(m) => api.json(
@@ -465,15 +469,20 @@ async fn members_add(State(api): State<Api>, headers: HeaderMap, body: Bytes) ->
     }
 }
 
-fn parse_id(api: &Api, id: &str) -> Result<u64, Response> {
-    u64::from_str_radix(id, 16)
-        .map_err(|_| message(api, StatusCode::NOT_FOUND, &format!("No such member: {id}")))
+fn parse_id(api: &Api, id: &str) -> Result<u64, Box<Response>> {
+    u64::from_str_radix(id, 16).map_err(|_| {
+        Box::new(message(
+            api,
+            StatusCode::NOT_FOUND,
+            &format!("No such member: {id}"),
+        ))
+    })
 }
 
 async fn members_remove(State(api): State<Api>, Path(id): Path<String>) -> Response {
     let id = match parse_id(&api, &id) {
         Ok(i) => i,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     match api.backend.remove_member(id).await {
         Ok(()) => {
@@ -493,11 +502,11 @@ async fn members_update(
 ) -> Response {
     let id = match parse_id(&api, &id) {
         Ok(i) => i,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let urls = match parse_peer_urls(&api, &headers, &body) {
         Ok(u) => u,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     match api.backend.update_member(id, urls).await {
         Ok(()) => {
