@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // test helpers: a failure is the test failing
 //! The client API over a real listener on 127.0.0.1 with a single-member store: status codes,
 //! headers and exact JSON, checked with a plain HTTP/1.1 client.
 

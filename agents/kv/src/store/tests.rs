@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)]
 use super::*;
 
 const T0: i64 = 1_700_000_000_000_000_000;
