@@ -5,14 +5,7 @@ use std::path::Path;
 
 /// Agents that have names but are not in this build yet.
 const NOT_YET: &[&str] = &[
-    "kv",
-    "etcd2",
-    "fleet",
-    "fleetctl",
-    "flannel",
-    "flanneld",
-    "runtime",
-    "locksmithd",
+    "kv", "etcd2", "fleet", "fleetctl", "flannel", "flanneld", "runtime",
 ];
 
 fn main() {
@@ -50,8 +43,12 @@ fn run_agent(name: &str, argv: &[String]) -> i32 {
         "crustctl" if argv.get(1).map(String::as_str) == Some("update") => {
             crust_update_engine::ctl::run(&argv[2..])
         }
+        "crustctl" if argv.get(1).map(String::as_str) == Some("locksmith") => {
+            crust_update_engine::locksmith::ctl::run(&argv[2..])
+        }
         "crustctl" => crust_init::ctl::run(&argv[1..]),
         "update-engine" => crust_update_engine::daemon::run(argv),
+        "locksmithd" => crust_update_engine::locksmith::daemon::run(argv),
         n if NOT_YET.contains(&n) => {
             eprintln!("crust-agent: {n} is not part of this build yet");
             2
@@ -86,6 +83,10 @@ mod tests {
                 1
             );
         }
+        assert_eq!(
+            dispatch(&argv(&["/usr/bin/crustctl", "locksmith", "frobnicate"])),
+            2
+        );
         // `crustctl update` with a bad verb is a usage error from update-engine's client.
         assert_eq!(
             dispatch(&argv(&["/usr/bin/crustctl", "update", "frobnicate"])),

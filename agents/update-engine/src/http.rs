@@ -89,6 +89,17 @@ pub const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// GETs `url`, from byte `from` on when given.
 pub fn get(url: &Url, from: Option<u64>) -> Result<Response, HttpError> {
+    request("GET", url, from, None)
+}
+
+/// Sends `method` with an optional form body (`application/x-www-form-urlencoded`, as the etcd
+/// v2 API takes it).
+pub fn request(
+    method: &str,
+    url: &Url,
+    from: Option<u64>,
+    form: Option<&str>,
+) -> Result<Response, HttpError> {
     let addr = format!("{}:{}", url.host, url.port);
     let conn = |source| HttpError::Connect {
         addr: addr.clone(),
@@ -112,13 +123,19 @@ pub fn get(url: &Url, from: Option<u64>) -> Result<Response, HttpError> {
     stream.set_read_timeout(Some(TIMEOUT)).map_err(io)?;
     stream.set_write_timeout(Some(TIMEOUT)).map_err(io)?;
     let mut req = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: crust-update-engine\r\nConnection: close\r\n",
+        "{method} {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: crust-update-engine\r\nConnection: close\r\n",
         url.path, url.host
     );
     if let Some(f) = from {
         req.push_str(&format!("Range: bytes={f}-\r\n"));
     }
-    req.push_str("\r\n");
+    match form {
+        Some(body) => req.push_str(&format!(
+            "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )),
+        None => req.push_str("\r\n"),
+    }
     std::io::Write::write_all(&mut &stream, req.as_bytes()).map_err(io)?;
     let mut r = BufReader::new(stream);
     let proto = |why: String| HttpError::Protocol {
@@ -183,6 +200,19 @@ pub fn get(url: &Url, from: Option<u64>) -> Result<Response, HttpError> {
     })
 }
 
+/// Percent-encodes a form value or query parameter (everything but unreserved characters).
+pub fn urlencode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,6 +231,7 @@ mod tests {
         let u = Url::parse("http://h").unwrap();
         assert_eq!((u.port, u.path.as_str()), (80, "/"));
         assert_eq!(Url::parse("http://h/a/").unwrap().join("/b").path, "/a/b");
+        assert_eq!(urlencode("{\"a\": [1]}"), "%7B%22a%22%3A%20%5B1%5D%7D");
         for bad in ["https://h/", "http://:80/", "http://h:x/", "ftp://h"] {
             assert!(Url::parse(bad).is_err(), "{bad}");
         }

@@ -7,6 +7,7 @@
 //! - [`apply`]: TUF over HTTP, download into the inactive slot with resume, verify, activate.
 //! - [`daemon`]: `crust-agent update-engine`: timer + control socket around the engine.
 //! - [`proto`]: the socket's JSON-lines protocol; [`ctl`]: `crustctl update ...`.
+//! - [`locksmith`]: reboot strategies, windows, the etcd semaphore; `locksmithd`, `crustctl locksmith`.
 //! - [`verity`]: the verity root hash recomputed from the written slot.
 
 pub mod apply;
@@ -15,6 +16,7 @@ pub mod ctl;
 pub mod daemon;
 pub mod engine;
 pub mod http;
+pub mod locksmith;
 pub mod proto;
 pub mod rollout;
 pub mod verity;

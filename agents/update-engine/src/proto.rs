@@ -34,6 +34,10 @@ pub struct StatusView {
     pub next_check_in: Option<u64>,
     /// Versions that failed to boot here and are never retried.
     pub failed_versions: Vec<String>,
+    /// Boot assessment of this boot: `healthy`, `assessing` (a new slot on trial) or `failed`.
+    /// locksmithd releases its reboot lock only once this says `healthy`.
+    #[serde(default)]
+    pub boot: String,
 }
 
 impl StatusView {
@@ -56,6 +60,9 @@ impl StatusView {
         }
         if let Some(n) = self.next_check_in {
             s.push_str(&format!("NEXT_CHECK_IN={n}s\n"));
+        }
+        if !self.boot.is_empty() {
+            s.push_str(&format!("BOOT={}\n", self.boot));
         }
         if !self.failed_versions.is_empty() {
             s.push_str(&format!(
