@@ -281,11 +281,9 @@ async fn next_event(
         let found = store.with(|s| s.scan(key, recursive, *since))?;
         if let Some(ev) = found {
             *since = ev.index() + 1;
-            if recursive
-                && ev.index() > began
-                && ev.node.key != key
-                && store::hidden_below(key, &ev.node.key)
-            {
+            let live = ev.index() > began;
+            let hidden = recursive && ev.node.key != key && store::hidden_below(key, &ev.node.key);
+            if live && (hidden || ev.refresh) {
                 continue;
             }
             return Ok(ev);
@@ -309,7 +307,8 @@ async fn watch(
     stream: bool,
 ) -> Response {
     let began = api.store.index();
-    let mut since = wait_index.unwrap_or(began + 1);
+    // waitIndex=0 is "from now on", as etcdctl sends it.
+    let mut since = wait_index.filter(|&i| i > 0).unwrap_or(began + 1);
     if !stream {
         return match next_event(&api.store, &key, recursive, &mut since, began).await {
             Ok(ev) => api.event(StatusCode::OK, &ev, began, false),

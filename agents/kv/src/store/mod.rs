@@ -100,6 +100,9 @@ pub struct Event {
     pub node: NodeView,
     #[serde(rename = "prevNode", default, skip_serializing_if = "Option::is_none")]
     pub prev_node: Option<NodeView>,
+    /// A TTL refresh: kept in the history but not sent to waiting watchers (etcd 2.3).
+    #[serde(skip)]
+    pub refresh: bool,
 }
 
 impl Event {
@@ -355,6 +358,7 @@ impl State {
             action: "get".into(),
             node,
             prev_node: None,
+            refresh: false,
         })
     }
 
@@ -375,20 +379,22 @@ impl State {
                 let key = clean_key(key);
                 let expires =
                     ttl.map(|t| now.saturating_add((t as i64).saturating_mul(1_000_000_000)));
-                if *refresh {
-                    let k = if prev_value.is_some() || prev_index.is_some() {
-                        Kind::Cas
-                    } else {
-                        Kind::Update
-                    };
-                    (
-                        k,
-                        self.refresh(&key, expires, prev_value.as_deref(), *prev_index, now),
-                    )
-                } else if *prev_exist == Some(false) {
+                // A refresh is the same write with the node's current value, kept from
+                // waiting watchers.
+                let value = if *refresh {
+                    match self.nodes.get(&key) {
+                        Some(n) => n.value.clone(),
+                        None => {
+                            return self.failed(Kind::Set, self.err(KEY_NOT_FOUND, key.clone()))
+                        }
+                    }
+                } else {
+                    value.clone()
+                };
+                let (kind, mut r) = if *prev_exist == Some(false) {
                     (
                         Kind::Create,
-                        self.create(&key, value.clone(), *dir, expires, false, now),
+                        self.create(&key, value, *dir, expires, false, now),
                     )
                 } else if prev_value.is_some() || prev_index.is_some() {
                     (
@@ -397,22 +403,23 @@ impl State {
                             &key,
                             prev_value.as_deref(),
                             *prev_index,
-                            value.clone(),
+                            value,
                             expires,
                             now,
                         ),
                     )
                 } else if *prev_exist == Some(true) {
-                    (
-                        Kind::Update,
-                        self.update(&key, value.clone(), *dir, expires, now),
-                    )
+                    (Kind::Update, self.update(&key, value, *dir, expires, now))
                 } else {
                     (
                         Kind::Set,
-                        self.create(&key, value.clone(), *dir, expires, true, now),
+                        self.create(&key, value, *dir, expires, true, now),
                     )
+                };
+                if let Ok(e) = &mut r {
+                    e.refresh = *refresh;
                 }
+                (kind, r)
             }
             Op::Post { dir, value, ttl } => {
                 let dir = clean_key(dir);
@@ -447,8 +454,20 @@ impl State {
             }
             Op::Expire => return self.expire(now),
         };
+        self.count(kind, r.is_ok());
+        if let Ok(e) = &r {
+            self.record(e.clone());
+        }
+        r
+    }
+
+    fn failed(&mut self, kind: Kind, e: EtcdError) -> Outcome {
+        self.count(kind, false);
+        Err(e)
+    }
+
+    fn count(&mut self, kind: Kind, ok: bool) {
         let s = &mut self.stats;
-        let ok = r.is_ok();
         let (good, bad) = match kind {
             Kind::Set => (&mut s.sets_success, &mut s.sets_fail),
             Kind::Create => (&mut s.create_success, &mut s.create_fail),
@@ -462,10 +481,6 @@ impl State {
         } else {
             *bad += 1;
         }
-        if let Ok(e) = &r {
-            self.record(e.clone());
-        }
-        r
     }
 
     fn record(&mut self, e: Event) {
@@ -564,6 +579,7 @@ impl State {
             action: if replace { "set" } else { "create" }.into(),
             node: view,
             prev_node: prev,
+            refresh: false,
         })
     }
 
@@ -602,6 +618,7 @@ impl State {
             action: "update".into(),
             node: view,
             prev_node: Some(prev),
+            refresh: false,
         })
     }
 
@@ -666,40 +683,7 @@ impl State {
             action: "compareAndSwap".into(),
             node: view,
             prev_node: Some(prev),
-        })
-    }
-
-    /// A TTL refresh: the value stays, watchers are not told (etcd 2.3 `refresh=true`).
-    fn refresh(
-        &mut self,
-        key: &str,
-        expires: Option<i64>,
-        prev_value: Option<&str>,
-        prev_index: Option<u64>,
-        now: i64,
-    ) -> Outcome {
-        let n = self
-            .nodes
-            .get(key)
-            .ok_or_else(|| self.err(KEY_NOT_FOUND, key))?;
-        self.compare(key, n, prev_value, prev_index)?;
-        let prev = self.view(key, n, now);
-        let index = self.index + 1;
-        let mut node = n.clone();
-        node.modified = index;
-        node.expires = expires;
-        self.index = index;
-        let view = self.view(key, &node, now);
-        self.nodes.insert(key.to_string(), node);
-        let action = if prev_value.is_some() || prev_index.is_some() {
-            "compareAndSwap"
-        } else {
-            "update"
-        };
-        Ok(Event {
-            action: action.into(),
-            node: view,
-            prev_node: Some(prev),
+            refresh: false,
         })
     }
 
@@ -741,6 +725,7 @@ impl State {
                 ..NodeView::default()
             },
             prev_node: Some(prev),
+            refresh: false,
         })
     }
 
@@ -773,6 +758,7 @@ impl State {
                 ..NodeView::default()
             },
             prev_node: Some(prev),
+            refresh: false,
         })
     }
 
@@ -808,6 +794,7 @@ impl State {
                     ..NodeView::default()
                 },
                 prev_node: Some(prev),
+                refresh: false,
             };
             self.remove_tree(&key);
             self.stats.expire_count += 1;
@@ -820,6 +807,7 @@ impl State {
                 action: "expire".into(),
                 node: NodeView::default(),
                 prev_node: None,
+                refresh: false,
             }),
         }
     }

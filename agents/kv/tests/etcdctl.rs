@@ -1,0 +1,296 @@
+#![allow(clippy::unwrap_used)] // test helpers: a failure is the test failing
+//! The real clients against crust kv: Debian's etcdctl (3.4, ETCDCTL_API=2), and Debian's etcd
+//! (3.4 with --enable-v2) answering the same requests side by side. Both packages are installed
+//! with apt when missing (as root on Debian/Ubuntu, like other host tools); elsewhere the tests
+//! say what to install and stop there.
+
+use std::net::SocketAddr;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn ensure(program: &str, package: &str) -> bool {
+    let found = |p: &str| {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {p}")])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    };
+    if found(program) {
+        return true;
+    }
+    let root = nix_is_root();
+    if root && std::path::Path::new("/usr/bin/apt-get").exists() {
+        let _ = Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends", package])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdout(Stdio::null())
+            .status();
+    }
+    if found(program) {
+        return true;
+    }
+    eprintln!("skipping: {program} is missing; install it with `apt-get install {package}`");
+    false
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+fn etcdctl(endpoint: &str, args: &[&str]) -> Output {
+    Command::new("etcdctl")
+        .env("ETCDCTL_API", "2")
+        .arg("--endpoints")
+        .arg(endpoint)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(endpoint: &str, args: &[&str]) -> String {
+    let o = etcdctl(endpoint, args);
+    assert!(
+        o.status.success(),
+        "etcdctl {args:?}: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn server() -> SocketAddr {
+    crust_kv::local::spawn_thread("127.0.0.1:0", "ctl").unwrap()
+}
+
+#[test]
+fn etcdctl_v2_verbs_work() {
+    if !ensure("etcdctl", "etcd-client") {
+        return;
+    }
+    let e = format!("http://{}", server());
+    let e = e.as_str();
+    assert_eq!(ok(e, &["set", "/a", "1"]), "1\n");
+    assert_eq!(ok(e, &["get", "/a"]), "1\n");
+    assert_eq!(ok(e, &["mk", "/b", "2"]), "2\n");
+    let o = etcdctl(e, &["mk", "/b", "3"]);
+    assert_eq!(o.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("105: Key already exists (/b)"));
+    ok(e, &["mkdir", "/d"]);
+    ok(e, &["set", "/d/x", "y"]);
+    assert_eq!(ok(e, &["ls", "-r", "/"]), "/a\n/b\n/d\n/d/x\n");
+    assert_eq!(ok(e, &["update", "/a", "5"]), "5\n");
+    let o = etcdctl(e, &["rmdir", "/d"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("108: Directory not empty"));
+    ok(e, &["rm", "/d/x"]);
+    ok(e, &["rmdir", "/d"]);
+    ok(e, &["rm", "/a"]);
+    assert_eq!(etcdctl(e, &["get", "/a"]).status.code(), Some(4));
+    // watch returns the next change; exec-watch runs a command per change.
+    let ep = e.to_string();
+    let w = std::thread::spawn(move || ok(&ep, &["watch", "/w"]));
+    std::thread::sleep(Duration::from_millis(500));
+    ok(e, &["set", "/w", "changed"]);
+    assert_eq!(w.join().unwrap(), "changed\n");
+    let mut ew = Command::new("etcdctl")
+        .env("ETCDCTL_API", "2")
+        // etcdctl 3.4 drops `--` while parsing, then takes the last argument as the key.
+        .args([
+            "--endpoints",
+            e,
+            "exec-watch",
+            "sh",
+            "-c",
+            "echo \"$ETCD_WATCH_ACTION $ETCD_WATCH_VALUE\"",
+            "/ew",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    ok(e, &["set", "/ew", "v1"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut out = Vec::new();
+    let mut stdout = ew.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::Read;
+        let mut buf = [0u8; 64];
+        let n = stdout.read(&mut buf).unwrap_or(0);
+        buf[..n].to_vec()
+    });
+    while !reader.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = ew.kill();
+    let _ = ew.wait();
+    if reader.is_finished() {
+        out = reader.join().unwrap();
+    }
+    assert_eq!(String::from_utf8_lossy(&out), "set v1\n");
+    let members = ok(e, &["member", "list"]);
+    assert!(
+        members.contains("name=ctl") && members.contains("isLeader=true"),
+        "{members}"
+    );
+    assert!(ok(e, &["cluster-health"]).contains("cluster is healthy"));
+}
+
+/// A small HTTP/1.1 exchange; returns status and body.
+fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, rest) = raw.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, rest.to_string())
+}
+
+/// The JSON with every index, TTL second and timestamp blanked, for comparing two servers.
+fn shape(body: &str) -> serde_json::Value {
+    fn walk(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, x) in m.iter_mut() {
+                    if ["modifiedIndex", "createdIndex", "index", "expiration"]
+                        .contains(&k.as_str())
+                    {
+                        *x = serde_json::Value::Null;
+                    } else if k == "key" {
+                        // In-order keys are named after indexes.
+                        if let Some(s) = x.as_str() {
+                            *x = s.trim_end_matches(|c: char| c.is_ascii_digit()).into();
+                        }
+                    } else if k == "cause" {
+                        if let Some(s) = x.as_str() {
+                            *x = s.replace(|c: char| c.is_ascii_digit(), "#").into();
+                        }
+                    } else {
+                        walk(x);
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    let mut v: serde_json::Value = serde_json::from_str(body).unwrap_or(serde_json::Value::Null);
+    walk(&mut v);
+    v
+}
+
+#[test]
+fn same_answers_as_etcd_3_4() {
+    if !ensure("etcd", "etcd-server") {
+        return;
+    }
+    let dir = tempfile_dir();
+    let client = free_port();
+    let peer = free_port();
+    let mut etcd = Command::new("etcd")
+        .args([
+            "--name",
+            "ref",
+            "--enable-v2",
+            "--data-dir",
+            &format!("{dir}/data"),
+            "--listen-client-urls",
+            &format!("http://127.0.0.1:{client}"),
+            "--advertise-client-urls",
+            &format!("http://127.0.0.1:{client}"),
+            "--listen-peer-urls",
+            &format!("http://127.0.0.1:{peer}"),
+            "--initial-advertise-peer-urls",
+            &format!("http://127.0.0.1:{peer}"),
+            "--initial-cluster",
+            &format!("ref=http://127.0.0.1:{peer}"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let theirs = format!("127.0.0.1:{client}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(&theirs).is_err()
+        || http(&theirs, "GET", "/health", "").0 != 200
+    {
+        assert!(Instant::now() < deadline, "etcd did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let ours = server().to_string();
+    let script: &[(&str, &str, &str)] = &[
+        ("PUT", "/v2/keys/cmp/a", "value=1"),
+        ("PUT", "/v2/keys/cmp/a", "value=2"),
+        ("GET", "/v2/keys/cmp/a", ""),
+        ("GET", "/v2/keys/cmp?recursive=true", ""),
+        ("PUT", "/v2/keys/cmp/a?prevExist=false", "value=3"),
+        ("PUT", "/v2/keys/cmp/a?prevValue=9", "value=3"),
+        ("PUT", "/v2/keys/cmp/a?prevValue=2", "value=3"),
+        ("PUT", "/v2/keys/cmp/a?prevIndex=1", "value=3"),
+        ("PUT", "/v2/keys/cmp/n?prevExist=true", "value=3"),
+        ("PUT", "/v2/keys/cmp/a/b", "value=3"),
+        ("PUT", "/v2/keys/cmp/d?dir=true", ""),
+        ("PUT", "/v2/keys/cmp/d?dir=true", ""),
+        ("PUT", "/v2/keys/cmp/d", "value=x"),
+        ("POST", "/v2/keys/cmp/q", "value=job"),
+        ("PUT", "/v2/keys/cmp/t?ttl=100", "value=v"),
+        ("PUT", "/v2/keys/cmp/t?ttl=abc", "value=v"),
+        ("PUT", "/v2/keys/cmp/t?refresh=true&ttl=50", ""),
+        ("PUT", "/v2/keys/cmp/t?refresh=true", ""),
+        ("PUT", "/v2/keys/cmp/t?refresh=true&ttl=5", "value=z"),
+        ("GET", "/v2/keys/cmp/a?recursive=maybe", ""),
+        ("PUT", "/v2/keys/cmp/_h", "value=h"),
+        ("GET", "/v2/keys/cmp/_h", ""),
+        ("DELETE", "/v2/keys/cmp/d", ""),
+        ("DELETE", "/v2/keys/cmp/q?dir=true", ""),
+        ("DELETE", "/v2/keys/cmp/a?prevValue=1", ""),
+        ("DELETE", "/v2/keys/cmp/a?prevValue=3", ""),
+        ("DELETE", "/v2/keys/cmp/nope", ""),
+        ("DELETE", "/v2/keys/cmp?recursive=true", ""),
+        ("PUT", "/v2/keys/", "value=1"),
+        ("GET", "/v2/keys/cmp/a?wait=true&waitIndex=1", ""),
+    ];
+    for (method, path, body) in script {
+        let (s1, b1) = http(&ours, method, path, body);
+        let (s2, b2) = http(&theirs, method, path, body);
+        // etcd 3.4 answers a waitIndex older than its history with 401; both must agree on
+        // the status either way.
+        assert_eq!(s1, s2, "{method} {path}: crust {b1} etcd {b2}");
+        if !path.contains("wait=true") {
+            assert_eq!(
+                shape(&b1),
+                shape(&b2),
+                "{method} {path}:\ncrust {b1}\netcd  {b2}"
+            );
+        }
+    }
+    let _ = etcd.kill();
+    let _ = etcd.wait();
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn tempfile_dir() -> String {
+    let d = std::env::temp_dir().join(format!("crust-kv-etcd-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d.display().to_string()
+}
