@@ -53,6 +53,12 @@ pub struct Daemon {
     pub view: Arc<Mutex<StatusView>>,
     /// Test hook: a fixed wall clock instead of the system's.
     pub wall: Option<u64>,
+    /// A new slot on trial in this boot (see [`crate::assess`]); updates wait meanwhile, since
+    /// the inactive slot is the fallback.
+    pub assessor: Option<crate::assess::Assessor>,
+    pub init_socket: PathBuf,
+    /// How to reboot when a boot on trial fails.
+    pub reboot: Vec<String>,
 }
 
 /// Versions recorded as failed to boot, one per line.
@@ -65,6 +71,38 @@ pub fn read_failed(state: &Path) -> BTreeSet<Version> {
 }
 
 impl Daemon {
+    pub fn new(
+        engine: Engine,
+        updater: Updater,
+        conf_paths: ConfPaths,
+        default_group: crust_channels::Channel,
+    ) -> Daemon {
+        Daemon {
+            engine,
+            updater,
+            conf_paths,
+            default_group,
+            release: None,
+            view: Arc::new(Mutex::new(StatusView::default())),
+            wall: None,
+            assessor: None,
+            init_socket: "/run/crust/init.sock".into(),
+            reboot: vec!["/usr/bin/crustctl".into(), "reboot".into()],
+        }
+    }
+
+    /// The raw variables of both update.conf files (later wins).
+    pub fn conf_vars(&self) -> Vec<(String, String)> {
+        let mut v = Vec::new();
+        for p in [&self.conf_paths.usr, &self.conf_paths.etc] {
+            v.extend(
+                crust_common::unit::parse_env_file(&std::fs::read_to_string(p).unwrap_or_default())
+                    .0,
+            );
+        }
+        v
+    }
+
     fn wall(&self) -> u64 {
         self.wall.unwrap_or_else(wall_now)
     }
@@ -79,6 +117,14 @@ impl Daemon {
 
     /// Feeds one event and runs every command it leads to, until the engine rests.
     pub fn step(&mut self, ev: Event, now: u64) {
+        if self.assessor.is_some() {
+            if ev == Event::CheckNow {
+                if let Ok(mut v) = self.view.lock() {
+                    v.note = "this boot is on trial; updates wait until it is blessed".into();
+                }
+            }
+            return;
+        }
         let mut queue = std::collections::VecDeque::from([ev]);
         while let Some(ev) = queue.pop_front() {
             let cmds = match self.engine.handle(ev, now) {
@@ -343,20 +389,18 @@ fn main_loop() -> Result<(), String> {
     let conf_paths = ConfPaths::default();
     let failed = read_failed(&paths.state);
     let timing = Timing::default();
-    let mut d = Daemon {
-        engine: Engine::new(current, failed, timing, seed, now()),
-        updater: Updater {
+    let mut d = Daemon::new(
+        Engine::new(current, failed, timing, seed, now()),
+        Updater {
             paths,
             booted,
             current,
             cut_after: None,
         },
-        conf_paths: conf_paths.clone(),
-        default_group: channel,
-        release: None,
-        view: Arc::new(Mutex::new(StatusView::default())),
-        wall: None,
-    };
+        conf_paths.clone(),
+        channel,
+    );
+    crate::assess::on_start(&mut d);
     d.publish(now());
     let sock = Path::new(SOCKET);
     if let Some(dir) = sock.parent() {
@@ -372,6 +416,7 @@ fn main_loop() -> Result<(), String> {
         d.engine.next_check.unwrap_or(0).saturating_sub(now())
     );
     loop {
+        crate::assess::tick(&mut d, crate::assess::uptime());
         let wait = d
             .engine
             .next_check

@@ -233,6 +233,13 @@ impl Engine {
         vec![Command::Report(note)]
     }
 
+    /// After a restart between activation and reboot: the new slot is already installed.
+    pub fn resume_need_reboot(&mut self, version: Version) {
+        self.status = Status::UpdatedNeedReboot;
+        self.target = Some(version);
+        self.next_check = None;
+    }
+
     /// Records that `version` booted and fell back: it is never offered again.
     pub fn boot_failed(&mut self, version: Version) {
         self.failed.insert(version);

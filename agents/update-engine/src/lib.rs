@@ -8,9 +8,11 @@
 //! - [`daemon`]: `crust-agent update-engine`: timer + control socket around the engine.
 //! - [`proto`]: the socket's JSON-lines protocol; [`ctl`]: `crustctl update ...`.
 //! - [`locksmith`]: reboot strategies, windows, the etcd semaphore; `locksmithd`, `crustctl locksmith`.
+//! - [`assess`]: boot assessment of a freshly updated slot: bless when healthy, else fall back.
 //! - [`verity`]: the verity root hash recomputed from the written slot.
 
 pub mod apply;
+pub mod assess;
 pub mod conf;
 pub mod ctl;
 pub mod daemon;

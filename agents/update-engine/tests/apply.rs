@@ -8,14 +8,13 @@ use crust_channels::Channel;
 use crust_common::slot::gpt::{self, test_disk};
 use crust_common::slot::{GptPrio, Slot};
 use crust_update_engine::apply::{Paths, Updater};
+use crust_update_engine::assess;
 use crust_update_engine::conf::{RebootStrategy, UpdateConf};
 use crust_update_engine::daemon::{ConfPaths, Daemon};
 use crust_update_engine::engine::{Engine, Event, Status, Timing};
-use crust_update_engine::proto::StatusView;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
 const NOW: u64 = 1_800_000_000;
 const USR_SECTORS: u64 = 2048;
@@ -142,24 +141,23 @@ impl World {
             format!("SERVER=http://{}/\nREBOOT_STRATEGY=off\n", self.server.addr),
         )
         .unwrap();
-        Daemon {
-            engine: Engine::new(
+        let mut d = Daemon::new(
+            Engine::new(
                 "1.0.0".parse().unwrap(),
                 BTreeSet::new(),
                 Timing::default(),
                 7,
                 0,
             ),
-            updater: self.updater(None),
-            conf_paths: ConfPaths {
+            self.updater(None),
+            ConfPaths {
                 usr,
                 etc: self.t.path().join("etc-update.conf"),
             },
-            default_group: Channel::Alpha,
-            release: None,
-            view: Arc::new(Mutex::new(StatusView::default())),
-            wall: Some(wall),
-        }
+            Channel::Alpha,
+        );
+        d.wall = Some(wall);
+        d
     }
 }
 
@@ -346,4 +344,142 @@ fn an_unreachable_server_is_a_clear_status_with_backoff() {
     );
     let next = d.engine.next_check.unwrap();
     assert!(next > 100 + 20, "backs off: next check at {next}");
+}
+
+/// A stand-in for init's control socket: answers `status` with the given readiness.
+fn fake_init(path: &Path, ready: bool) {
+    use std::io::{BufRead, BufReader, Write};
+    let l = std::os::unix::net::UnixListener::bind(path).unwrap();
+    std::thread::spawn(move || {
+        for c in l.incoming().flatten() {
+            let mut line = String::new();
+            let _ = BufReader::new(&c).read_line(&mut line);
+            let resp = if line.contains("list-units") {
+                r#"{"ok":true,"units":[{"name":"etcd2.service","state":"active"}]}"#.to_string()
+            } else {
+                format!(
+                    r#"{{"ok":true,"status":{{"version":"x","slot":"b","hostname":"h","ready":{ready},"uptime_ms":1,"state":"running"}}}}"#
+                )
+            };
+            let _ = (&c).write_all(format!("{resp}\n").as_bytes());
+        }
+    });
+}
+
+fn boot_into_b(w: &World) {
+    // What systemd-boot does before starting the entry: one try used.
+    let e = w.paths.esp.join("loader/entries");
+    std::fs::rename(e.join("crust-usr-b+1.conf"), e.join("crust-usr-b+0-1.conf")).unwrap();
+}
+
+fn daemon_on(w: &World, slot: Slot, version: &str, init_ready: bool, name: &str) -> Daemon {
+    let mut d = w.daemon(NOW + 2);
+    d.updater.booted = slot;
+    d.updater.current = version.parse().unwrap();
+    d.engine = Engine::new(
+        version.parse().unwrap(),
+        crust_update_engine::daemon::read_failed(&w.paths.state),
+        Timing::default(),
+        7,
+        0,
+    );
+    d.init_socket = w.t.path().join(format!("{name}.sock"));
+    fake_init(&d.init_socket, init_ready);
+    d.reboot = vec![
+        "sh".into(),
+        "-c".into(),
+        format!("touch {}", w.t.path().join("rebooted").display()),
+    ];
+    assess::on_start(&mut d);
+    d
+}
+
+#[test]
+fn a_healthy_trial_boot_is_blessed() {
+    let w = World::new();
+    w.publish("1.0.1", None, NOW);
+    let mut d = w.daemon(NOW + 1);
+    d.step(Event::CheckNow, 0);
+    assert_eq!(d.engine.status, Status::UpdatedNeedReboot);
+    // update-engine restarts before the reboot: it still knows an update waits.
+    let again = daemon_on(&w, Slot::A, "1.0.0", true, "init0");
+    assert_eq!(again.engine.status, Status::UpdatedNeedReboot);
+    assert!(assess::init_should_bless(
+        &w.paths.state,
+        Slot::A,
+        &w.entries()
+    ));
+
+    boot_into_b(&w);
+    assert!(
+        !assess::init_should_bless(&w.paths.state, Slot::B, &w.entries()),
+        "init leaves the trial to update-engine"
+    );
+    let mut d = daemon_on(&w, Slot::B, "1.0.1", true, "init1");
+    assert_eq!(d.view.lock().unwrap().boot, "assessing");
+    // Updates wait while the fallback slot must stay intact.
+    d.step(Event::CheckNow, 0);
+    assert_eq!(d.engine.status, Status::Idle);
+    assess::tick(&mut d, 10);
+    assert_eq!(
+        w.entries(),
+        ["crust-usr-a.conf", "crust-usr-b+0-1.conf"],
+        "not yet: healthy for 0 s"
+    );
+    assess::tick(&mut d, 40);
+    assert_eq!(w.entries(), ["crust-usr-a.conf", "crust-usr-b.conf"]);
+    assert_eq!(gptprio(&w.paths.disk, Slot::B), GptPrio::new(2, 0, true));
+    assert_eq!(gptprio(&w.paths.disk, Slot::A), GptPrio::new(1, 0, true));
+    assert_eq!(d.view.lock().unwrap().boot, "healthy");
+    assert!(!w.paths.state.join("pending.json").exists());
+    assert!(!w.t.path().join("rebooted").exists());
+}
+
+#[test]
+fn an_unhealthy_trial_boot_falls_back_and_the_version_is_never_retried() {
+    let w = World::new();
+    w.publish("1.0.1", None, NOW);
+    let mut d = w.daemon(NOW + 1);
+    d.step(Event::CheckNow, 0);
+    boot_into_b(&w);
+    let mut d = daemon_on(&w, Slot::B, "1.0.1", false, "init1");
+    assess::tick(&mut d, 299);
+    assert!(!w.t.path().join("rebooted").exists());
+    assess::tick(&mut d, 300);
+    assert!(
+        w.t.path().join("rebooted").exists(),
+        "rebooted so systemd-boot skips the +0 entry"
+    );
+    assert_eq!(d.view.lock().unwrap().boot, "failed");
+    assert_eq!(
+        w.entries(),
+        ["crust-usr-a.conf", "crust-usr-b+0-1.conf"],
+        "the trial entry is not blessed"
+    );
+
+    // systemd-boot skipped B; A runs again.
+    let mut d = daemon_on(&w, Slot::A, "1.0.0", true, "init2");
+    assert_eq!(
+        std::fs::read_to_string(w.paths.state.join("failed-versions")).unwrap(),
+        "1.0.1\n"
+    );
+    assert_eq!(gptprio(&w.paths.disk, Slot::B).priority(), 0);
+    assert!(d.view.lock().unwrap().note.contains("1.0.1 failed to boot"));
+    d.step(Event::CheckNow, 0);
+    assert_eq!(d.engine.status, Status::Idle);
+    assert!(
+        d.view.lock().unwrap().note.contains("not retrying"),
+        "{}",
+        d.view.lock().unwrap().note
+    );
+    // A newer release is taken again.
+    w.publish("1.0.2", None, NOW);
+    d.step(Event::CheckNow, 1);
+    assert_eq!(
+        d.engine.status,
+        Status::UpdatedNeedReboot,
+        "{:?}",
+        d.engine.last_error
+    );
+    assert!(w.entries().contains(&"crust-usr-b+1.conf".to_string()));
 }
