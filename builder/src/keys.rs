@@ -13,8 +13,9 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
-/// Where `crust build` puts the root of trust inside USR.
-pub const ROOT_IN_IMAGE: &str = "usr/share/crust/update/root.json";
+/// Where `crust build` puts the root of trust, relative to the USR tree (mounted at /usr, so
+/// machines read `/usr/share/crust/update/root.json`).
+pub const ROOT_IN_IMAGE: &str = "share/crust/update/root.json";
 /// How long a new root.json stays valid: machines refuse updates signed under an expired root.
 pub const ROOT_LIFETIME: u64 = 5 * 365 * 86400;
 

@@ -287,8 +287,12 @@ pub fn publish_with(
 ) -> Result<String, PublishCmdError> {
     let life = lifetimes(args)?;
     let dir = channel_dir(&args.repo, args.channel);
-    let repo = open_repo(&dir, root)?;
+    // Refreshing must not create an empty channel repository as a side effect.
+    if args.refresh && !dir.join("metadata/timestamp.json").is_file() {
+        return Err(PublishError::Empty.into());
+    }
     if args.refresh {
+        let repo = open_repo(&dir, root)?;
         let signed = publish::refresh(&repo, keys, now, life)?;
         write_signed(&dir, &signed)?;
         return Ok(format!(
@@ -302,7 +306,9 @@ pub fn publish_with(
         .clone()
         .unwrap_or_else(|| crate::agent::source_dir().join("channels"));
     let def = ChannelDef::load(&defs.join(format!("{}.yaml", args.channel)))?;
+    // Check the build before touching the repository: a refused build leaves nothing behind.
     let rel = release_of(build_dir, args.channel, args.min_version, def.rollout, now)?;
+    let repo = open_repo(&dir, root)?;
     // Sign first: a refused version (not newer) must not leave copied files behind.
     let signed = publish::add_release(&repo, keys, &rel, now, life)?;
     for (t, name) in [
@@ -444,7 +450,11 @@ mod tests {
         std::fs::write(c.join("initrd"), b"other").unwrap();
         let e = publish_with(&args(&repo, Some(&c), Channel::Beta), &keys, &root, now).unwrap_err();
         assert!(matches!(e, PublishCmdError::Changed { .. }), "{e}");
-        // Refresh re-signs only the timestamp.
+        // Refresh re-signs only the timestamp, and never creates a repository.
+        let mut empty = args(&repo, None, Channel::Stable);
+        empty.refresh = true;
+        assert!(publish_with(&empty, &keys, &root, now).is_err());
+        assert!(!repo.join("stable").exists());
         let mut a = args(&repo, None, Channel::Beta);
         a.refresh = true;
         a.timestamp_expires = Some(60);
@@ -455,8 +465,15 @@ mod tests {
         // Other keys cannot publish into this repository.
         let other = crate::keys::init(&t.path().join("k2"), now).unwrap();
         let root2 = crate::keys::root_json(&t.path().join("k2")).unwrap();
-        let e =
-            publish_with(&args(&repo, Some(&c), Channel::Beta), &other, &root2, now).unwrap_err();
+        let good = t.path().join("2.1.6");
+        fixture::fake_build(&good, "2.1.6", 2).unwrap();
+        let e = publish_with(
+            &args(&repo, Some(&good), Channel::Beta),
+            &other,
+            &root2,
+            now,
+        )
+        .unwrap_err();
         assert!(matches!(e, PublishCmdError::OtherRoot(_)), "{e}");
     }
 
