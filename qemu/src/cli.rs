@@ -61,6 +61,11 @@ enum ClusterCommand {
         /// 10.0.2.100:GUESTPORT (a channel server, a registry, ...). Repeatable.
         #[arg(long, value_name = "GUESTPORT=HOSTPORT")]
         guestfwd: Vec<String>,
+        /// Serve a fresh etcd discovery URL for this cluster from the host (a single-member
+        /// crust kv); `$discovery` in the cloud-config is replaced with it, e.g.
+        /// `coreos: {etcd2: {discovery: $discovery}}`.
+        #[arg(long)]
+        discovery: bool,
     },
     /// Open an SSH session (or run a command) as `core` on a node, through its forwarded port.
     Ssh {
@@ -201,6 +206,7 @@ pub fn run(args: ClusterArgs) -> Result<()> {
             config_via,
             force_config,
             guestfwd,
+            discovery,
         } => {
             let mut spec = ClusterSpec::new(image, nodes);
             spec.name = name.name;
@@ -208,6 +214,7 @@ pub fn run(args: ClusterArgs) -> Result<()> {
             spec.cpus = cpus;
             spec.disk_size = disk_gib << 30;
             spec.delivery = Delivery::parse(&config_via)?;
+            spec.discovery = discovery;
             spec.guestfwd = guestfwd
                 .iter()
                 .map(|f| parse_guestfwd(f))
@@ -530,6 +537,12 @@ pub fn print_status(cluster: &Cluster) {
                 .as_ref()
                 .map(|r| r.slot.clone())
                 .unwrap_or_else(dash),
+        );
+    }
+    if let Some(d) = &cluster.config().discovery {
+        println!(
+            "discovery: {} (served on 127.0.0.1:{}, key {})",
+            d.url, d.port, d.key
         );
     }
     match &net {

@@ -42,6 +42,9 @@ pub struct ClusterSpec {
     pub delivery: Delivery,
     /// Host services guests reach at `HOST_SERVICES_IP`: `(guest port, host loopback port)`.
     pub guestfwd: Vec<(u16, u16)>,
+    /// Give the cluster a fresh etcd discovery URL, served from the host; `$discovery` in the
+    /// user data is replaced with it.
+    pub discovery: bool,
 }
 
 impl ClusterSpec {
@@ -58,8 +61,25 @@ impl ClusterSpec {
             cloud_config: None,
             delivery: Delivery::ConfigDrive,
             guestfwd: Vec::new(),
+            discovery: false,
         }
     }
+}
+
+/// Where guests reach the discovery service: `http://10.0.2.100:2379/v2/keys/discovery/TOKEN`.
+pub const DISCOVERY_GUEST_PORT: u16 = 2379;
+/// The placeholder in user data that `discovery` replaces with the cluster's URL.
+pub const DISCOVERY_PLACEHOLDER: &str = "$discovery";
+
+/// The cluster's etcd discovery service (a single-member crust kv in the switch process).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiscoveryInfo {
+    /// Host loopback port it listens on.
+    pub port: u16,
+    /// The URL guests use.
+    pub url: String,
+    /// The key under which members register (`/discovery/TOKEN`).
+    pub key: String,
 }
 
 /// Guest ports each node forwards from a host loopback port.
@@ -86,12 +106,15 @@ pub struct ClusterFile {
     pub qemu: PathBuf,
     pub ovmf_code: PathBuf,
     pub ssh: PathBuf,
+    pub nc: PathBuf,
     pub delivery: Delivery,
     /// One entry per node, in node order.
     pub ports: Vec<NodePorts>,
     pub guestfwd: Vec<(u16, u16)>,
     /// Whether a user-data document was given.
     pub user_data: bool,
+    #[serde(default)]
+    pub discovery: Option<DiscoveryInfo>,
 }
 
 /// A node that reached ready, and how long that took from QEMU start as seen by the host.
@@ -189,11 +212,33 @@ impl Cluster {
             qemu: tools.qemu.clone(),
             ovmf_code: tools.ovmf_code.clone(),
             ssh: tools.ssh.clone(),
+            nc: tools.nc.clone(),
             delivery: spec.delivery,
             ports: free_ports(spec.nodes)?,
             guestfwd: spec.guestfwd.clone(),
             user_data: spec.cloud_config.is_some(),
+            discovery: None,
         };
+        let mut file = file;
+        let mut user_data = spec.cloud_config.clone();
+        if spec.discovery {
+            let port = free_ports(1)?[0].ssh;
+            let token = random_token()?;
+            let url = format!(
+                "http://{}:{DISCOVERY_GUEST_PORT}/v2/keys/discovery/{token}",
+                crate::command::HOST_SERVICES_IP
+            );
+            file.guestfwd.push((DISCOVERY_GUEST_PORT, port));
+            if let Some(u) = &mut user_data {
+                let text = String::from_utf8_lossy(u).replace(DISCOVERY_PLACEHOLDER, &url);
+                *u = text.into_bytes();
+            }
+            file.discovery = Some(DiscoveryInfo {
+                port,
+                url,
+                key: format!("/discovery/{token}"),
+            });
+        }
         let mut cluster = Cluster {
             name: spec.name.clone(),
             nodes: Self::nodes_of(&spec.name, &dir, &file, spec.mode),
@@ -204,15 +249,16 @@ impl Cluster {
             removed: false,
         };
         // From here on a failure removes what was made (and stops what was started).
-        let prepared = cluster
-            .prepare(&tools, spec.cloud_config.as_deref())
-            .and_then(|_| {
-                cluster.switch = cluster.start_switch(spec.mode)?;
-                for node in &cluster.nodes {
-                    node.start()?;
-                }
-                Ok(())
-            });
+        let prepared = cluster.prepare(&tools, user_data.as_deref()).and_then(|_| {
+            cluster.switch = cluster.start_switch(spec.mode)?;
+            if let Some(d) = &cluster.file.discovery {
+                seed_discovery(d, cluster.nodes.len())?;
+            }
+            for node in &cluster.nodes {
+                node.start()?;
+            }
+            Ok(())
+        });
         if let Err(e) = prepared {
             let _ = cluster.teardown();
             return Err(e);
@@ -226,7 +272,9 @@ impl Cluster {
             .iter()
             .map(|n| (n.name().to_string(), n.dir().to_path_buf()))
             .collect();
-        SwitchConfig::for_nodes(&self.name, &nodes)
+        let mut c = SwitchConfig::for_nodes(&self.name, &nodes);
+        c.discovery_port = self.file.discovery.as_ref().map(|d| d.port);
+        c
     }
 
     /// The switch runs before any node so that no frame of a booting guest is lost.
@@ -285,6 +333,7 @@ impl Cluster {
                 let mut mgmt = Mgmt {
                     hostfwd: Vec::new(),
                     guestfwd: file.guestfwd.clone(),
+                    nc: file.nc.clone(),
                 };
                 if let Some(p) = ports {
                     mgmt.hostfwd = vec![(p.ssh, GUEST_SSH_PORT), (p.kv, GUEST_KV_PORT)];
@@ -480,6 +529,60 @@ impl Cluster {
         self.removed = true;
         Ok(stopped)
     }
+}
+
+/// 16 random bytes in hex, for a discovery token.
+fn random_token() -> Result<String> {
+    use std::io::Read;
+    let mut b = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .map_err(io("reading /dev/urandom for a discovery token"))?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+/// Writes the expected cluster size where etcd's discovery protocol reads it.
+fn seed_discovery(d: &DiscoveryInfo, size: usize) -> Result<()> {
+    let path = format!("/v2/keys{}/_config/size", d.key);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match http_put(d.port, &path, &format!("value={size}")) {
+            Ok(201) | Ok(200) => return Ok(()),
+            Ok(status) => {
+                return Err(Error::Invalid {
+                    what: "discovery service",
+                    value: format!("127.0.0.1:{}", d.port),
+                    reason: format!("setting the cluster size answered HTTP {status}"),
+                })
+            }
+            Err(e) if std::time::Instant::now() > deadline => {
+                return Err(io(format!(
+                    "reaching the discovery service on 127.0.0.1:{}",
+                    d.port
+                ))(e))
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+/// One form-encoded PUT to 127.0.0.1; returns the HTTP status.
+fn http_put(port: u16, path: &str, body: &str) -> std::io::Result<u16> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "PUT {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head)?;
+    std::str::from_utf8(&head[9..12])
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other("not an HTTP answer"))
 }
 
 /// Picks `n` pairs of free 127.0.0.1 ports (held together while choosing so none repeats).

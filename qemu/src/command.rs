@@ -41,6 +41,8 @@ pub struct Mgmt {
     /// `(guest port on HOST_SERVICES_IP, host port on 127.0.0.1)`: guest connections reach
     /// host services.
     pub guestfwd: Vec<(u16, u16)>,
+    /// The netcat QEMU runs for each guest connection to a host service.
+    pub nc: PathBuf,
 }
 
 impl Mgmt {
@@ -50,9 +52,12 @@ impl Mgmt {
         for (host, guest) in &self.hostfwd {
             s.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));
         }
+        // `cmd:` starts one relay per connection; a `tcp:` chardev would carry only one
+        // connection for the machine's whole life. `-N` passes the guest's half-close on.
         for (guest, host) in &self.guestfwd {
             s.push_str(&format!(
-                ",guestfwd=tcp:{HOST_SERVICES_IP}:{guest}-tcp:127.0.0.1:{host}"
+                ",guestfwd=tcp:{HOST_SERVICES_IP}:{guest}-cmd:{} -N 127.0.0.1 {host}",
+                qemu_opt(&self.nc.display().to_string())
             ));
         }
         s
@@ -210,12 +215,13 @@ mod tests {
         let m = Mgmt {
             hostfwd: vec![(40022, 22), (40079, 2379)],
             guestfwd: vec![(2379, 41000)],
+            nc: "/usr/bin/nc".into(),
         };
         assert_eq!(
             m.netdev(),
             "user,id=mgmt,restrict=on,hostfwd=tcp:127.0.0.1:40022-:22,\
              hostfwd=tcp:127.0.0.1:40079-:2379,\
-             guestfwd=tcp:10.0.2.100:2379-tcp:127.0.0.1:41000"
+             guestfwd=tcp:10.0.2.100:2379-cmd:/usr/bin/nc -N 127.0.0.1 41000"
         );
     }
 }

@@ -1,5 +1,5 @@
-//! Finding (and, where allowed, installing) the host tools a cluster needs: QEMU, OVMF and the
-//! OpenSSH client.
+//! Finding (and, where allowed, installing) the host tools a cluster needs: QEMU, OVMF, the
+//! OpenSSH client and netcat.
 //!
 //! Overlays are written by this crate (`qcow2`), so `qemu-img` is not needed.
 
@@ -13,7 +13,7 @@ const QEMU: &str = "qemu-system-x86_64";
 
 /// The apt command that provides every tool here. `qemu-utils` is left out on purpose: some
 /// machines carry a newer `qemu-img` from backports that it would conflict with.
-pub const INSTALL_COMMAND: [&str; 7] = [
+pub const INSTALL_COMMAND: [&str; 8] = [
     "apt-get",
     "install",
     "-y",
@@ -21,6 +21,7 @@ pub const INSTALL_COMMAND: [&str; 7] = [
     "qemu-system-x86",
     "ovmf",
     "openssh-client",
+    "netcat-openbsd",
 ];
 
 /// Host tools, all present.
@@ -32,6 +33,9 @@ pub struct Tools {
     /// `ssh` and `ssh-keygen`, for management access to nodes.
     pub ssh: PathBuf,
     pub ssh_keygen: PathBuf,
+    /// `nc` (OpenBSD netcat): QEMU runs one per guest connection to a host service
+    /// (`guestfwd=...-cmd:nc`), since a chardev forward carries a single connection.
+    pub nc: PathBuf,
 }
 
 /// What to do about missing tools.
@@ -77,12 +81,14 @@ pub fn find() -> std::result::Result<Tools, &'static str> {
     }
     let ssh = which("ssh").ok_or("ssh")?;
     let ssh_keygen = which("ssh-keygen").ok_or("ssh-keygen")?;
+    let nc = which("nc").ok_or("nc")?;
     Ok(Tools {
         qemu,
         ovmf_code: code,
         ovmf_vars: vars,
         ssh,
         ssh_keygen,
+        nc,
     })
 }
 

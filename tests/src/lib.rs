@@ -57,6 +57,7 @@ pub struct ClusterBuilder {
     image: Option<PathBuf>,
     cloud_config: Option<Vec<u8>>,
     delivery: Delivery,
+    discovery: bool,
     wait: bool,
 }
 
@@ -80,6 +81,12 @@ impl ClusterBuilder {
     /// Deliver the user data through QEMU fw_cfg instead of a config-2 drive.
     pub fn via_fw_cfg(mut self) -> Self {
         self.delivery = Delivery::FwCfg;
+        self
+    }
+
+    /// Serve an etcd discovery URL from the host; `$discovery` in the user data becomes it.
+    pub fn discovery(mut self) -> Self {
+        self.discovery = true;
         self
     }
 
@@ -111,6 +118,7 @@ impl ClusterBuilder {
         spec.state_root = Some(state.path().to_path_buf());
         spec.cloud_config = self.cloud_config;
         spec.delivery = self.delivery;
+        spec.discovery = self.discovery;
         let inner = crust_qemu::Cluster::create(&spec, &|m| eprintln!("cluster: {m}"))?;
         let c = Cluster {
             inner,
@@ -138,6 +146,7 @@ impl Cluster {
             image: None,
             cloud_config: None,
             delivery: Delivery::ConfigDrive,
+            discovery: false,
             wait: true,
         }
     }

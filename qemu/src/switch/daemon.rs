@@ -92,6 +92,14 @@ pub fn serve(b: Bound) -> Result<(), SwitchError> {
         b.config.seed,
     )));
     let stop = Arc::new(AtomicBool::new(false));
+    // Host services live exactly as long as the switch: `down` stops both.
+    let _discovery = match b.config.discovery_port {
+        Some(port) => Some(
+            crust_kv::local::spawn_thread(&format!("127.0.0.1:{port}"), "discovery")
+                .map_err(io(format!("serving discovery on 127.0.0.1:{port}")))?,
+        ),
+        None => None,
+    };
     eprintln!(
         "crust switch: serving {} port(s) on {}",
         b.config.ports.len(),

@@ -118,6 +118,10 @@ pub struct SwitchConfig {
     /// Seeds the loss PRNG, so a cluster's drops repeat from run to run.
     pub seed: u64,
     pub ports: Vec<PortConfig>,
+    /// A host loopback port where the switch process also serves the cluster's etcd-style
+    /// discovery (a single-member crust kv), for `cluster up --discovery`.
+    #[serde(default)]
+    pub discovery_port: Option<u16>,
 }
 
 impl SwitchConfig {
@@ -135,6 +139,7 @@ impl SwitchConfig {
                     socket: net_sock(dir),
                 })
                 .collect(),
+            discovery_port: None,
         }
     }
 
