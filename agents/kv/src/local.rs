@@ -139,8 +139,27 @@ pub async fn serve(listener: tokio::net::TcpListener, name: &str) -> std::io::Re
     .await
 }
 
-/// [`serve`] on a thread of its own with its own runtime; returns the bound address.
-pub fn spawn_thread(addr: &str, name: &str) -> std::io::Result<std::net::SocketAddr> {
+/// A [`serve`] running on a thread of its own with its own runtime; dropping it stops the
+/// server (pending requests and watches are cut).
+pub struct Server {
+    pub addr: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Binds `addr` (e.g. `127.0.0.1:0`) and serves a fresh single-member store there.
+pub fn spawn_thread(addr: &str, name: &str) -> std::io::Result<Server> {
     let std_listener = std::net::TcpListener::bind(addr)?;
     std_listener.set_nonblocking(true)?;
     let bound = std_listener.local_addr()?;
@@ -149,19 +168,33 @@ pub fn spawn_thread(addr: &str, name: &str) -> std::io::Result<std::net::SocketA
         .worker_threads(2)
         .enable_all()
         .build()?;
-    std::thread::Builder::new()
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
         .name(format!("kv-{name}"))
         .spawn(move || {
             rt.block_on(async move {
-                match tokio::net::TcpListener::from_std(std_listener) {
-                    Ok(l) => {
-                        if let Err(e) = serve(l, &name).await {
+                let listener = match tokio::net::TcpListener::from_std(std_listener) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        eprintln!("kv {name}: {e}");
+                        return;
+                    }
+                };
+                tokio::select! {
+                    r = serve(listener, &name) => {
+                        if let Err(e) = r {
                             eprintln!("kv {name}: {e}");
                         }
                     }
-                    Err(e) => eprintln!("kv {name}: {e}"),
+                    _ = rx => {}
                 }
-            })
+            });
+            // Dropping the runtime here ends every connection task.
+            rt.shutdown_background();
         })?;
-    Ok(bound)
+    Ok(Server {
+        addr: bound,
+        stop: Some(tx),
+        thread: Some(thread),
+    })
 }

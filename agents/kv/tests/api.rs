@@ -88,13 +88,14 @@ fn form(addr: SocketAddr, method: &str, path: &str, body: &str) -> Reply {
     )
 }
 
-fn server() -> SocketAddr {
+fn server() -> crust_kv::local::Server {
     crust_kv::local::spawn_thread("127.0.0.1:0", "test").unwrap()
 }
 
 #[test]
 fn keys_api_matches_etcd() {
-    let a = server();
+    let srv = server();
+    let a = srv.addr;
     let r = form(a, "PUT", "/v2/keys/foo", "value=bar");
     assert_eq!(r.status, 201);
     assert_eq!(
@@ -157,7 +158,8 @@ fn keys_api_matches_etcd() {
 
 #[test]
 fn ttl_expires_through_the_log() {
-    let a = server();
+    let srv = server();
+    let a = srv.addr;
     let r = form(a, "PUT", "/v2/keys/t?ttl=1", "value=v");
     assert_eq!(r.json()["node"]["ttl"], 1);
     assert!(r.json()["node"]["expiration"]
@@ -173,7 +175,8 @@ fn ttl_expires_through_the_log() {
 
 #[test]
 fn watches_wait_stream_and_clear() {
-    let a = server();
+    let srv = server();
+    let a = srv.addr;
     form(a, "PUT", "/v2/keys/w/a", "value=1");
     // A past event is answered at once.
     let r = form(a, "GET", "/v2/keys/w/a?wait=true&waitIndex=1", "");
@@ -196,7 +199,8 @@ fn watches_wait_stream_and_clear() {
 
 #[test]
 fn members_stats_version_health() {
-    let a = server();
+    let srv = server();
+    let a = srv.addr;
     let r = form(a, "GET", "/v2/members", "");
     let m = &r.json()["members"][0];
     assert_eq!(m["name"], "test");

@@ -4,7 +4,6 @@
 //! with apt when missing (as root on Debian/Ubuntu, like other host tools); elsewhere the tests
 //! say what to install and stop there.
 
-use std::net::SocketAddr;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -64,7 +63,7 @@ fn ok(endpoint: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-fn server() -> SocketAddr {
+fn server() -> crust_kv::local::Server {
     crust_kv::local::spawn_thread("127.0.0.1:0", "ctl").unwrap()
 }
 
@@ -73,7 +72,8 @@ fn etcdctl_v2_verbs_work() {
     if !ensure("etcdctl", "etcd-client") {
         return;
     }
-    let e = format!("http://{}", server());
+    let srv = server();
+    let e = format!("http://{}", srv.addr);
     let e = e.as_str();
     assert_eq!(ok(e, &["set", "/a", "1"]), "1\n");
     assert_eq!(ok(e, &["get", "/a"]), "1\n");
@@ -229,7 +229,8 @@ fn same_answers_as_etcd_3_4() {
         assert!(Instant::now() < deadline, "etcd did not start");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let ours = server().to_string();
+    let srv = server();
+    let ours = srv.addr.to_string();
     let script: &[(&str, &str, &str)] = &[
         ("PUT", "/v2/keys/cmp/a", "value=1"),
         ("PUT", "/v2/keys/cmp/a", "value=2"),
