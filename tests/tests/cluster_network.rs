@@ -52,7 +52,10 @@ fn one_cloud_config_leases_ssh_kill_start_partition_and_heal() -> Result<()> {
             "active"
         );
         // The cluster's key reached user core through the node's metadata.
-        assert_eq!(c.node(i).ssh("id -un; hostname")?, format!("core\nnode{i}\n"));
+        assert_eq!(
+            c.node(i).ssh("id -un; hostname")?,
+            format!("core\nnode{i}\n")
+        );
     }
     let net = c.inner().switch_status()?;
     assert!(net.ports.iter().all(|p| p.leased), "{net:?}");
@@ -64,12 +67,21 @@ fn one_cloud_config_leases_ssh_kill_start_partition_and_heal() -> Result<()> {
     // A power cut on node2: it stops answering, the others carry on.
     c.node(2).kill()?;
     assert!(!c.node(2).inner().is_running());
-    assert!(!reaches(&c, 0, "10.0.0.3")?, "node0 still reaches killed node2");
-    assert!(reaches(&c, 0, "10.0.0.2")?, "node0 lost node1 when node2 died");
+    assert!(
+        !reaches(&c, 0, "10.0.0.3")?,
+        "node0 still reaches killed node2"
+    );
+    assert!(
+        reaches(&c, 0, "10.0.0.2")?,
+        "node0 lost node1 when node2 died"
+    );
     assert!(reaches(&c, 1, "10.0.0.1")?);
     c.node(2).start_and_wait()?;
     assert!(reaches(&c, 0, "10.0.0.3")?, "node2 did not come back");
-    assert_eq!(c.node(2).sh("cat /etc/crust-e2e/address")?.trim(), "10.0.0.3");
+    assert_eq!(
+        c.node(2).sh("cat /etc/crust-e2e/address")?.trim(),
+        "10.0.0.3"
+    );
 
     c.partition(&[&[0], &[1, 2]])?;
     assert!(
