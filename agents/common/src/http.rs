@@ -1,0 +1,348 @@
+//! The one small HTTP/1.1 client of the agents: one request per connection, `Content-Length`
+//! or chunked bodies, an optional `Range` start and form bodies. It serves update-engine
+//! (channel servers), the kv client (etcd v2 API, watch streams) and cloud-config's metadata
+//! sources. Plain `http://` only: the image's binary has a size budget, channel data is signed,
+//! and etcd and metadata services are reached on local networks.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum HttpError {
+    #[error("{0:?} is not an http://HOST[:PORT]/PATH URL")]
+    Url(String),
+    #[error("cannot reach {addr}: {source}")]
+    Connect {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{url}: {source}")]
+    Io {
+        url: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{url}: malformed response: {why}")]
+    Protocol { url: String, why: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Url {
+    pub host: String,
+    pub port: u16,
+    pub path: String,
+}
+
+impl Url {
+    pub fn parse(s: &str) -> Result<Url, HttpError> {
+        let err = || HttpError::Url(s.to_string());
+        let rest = s.strip_prefix("http://").ok_or_else(err)?;
+        let (hostport, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        let (host, port) = match hostport.rsplit_once(':') {
+            Some((h, p)) => (h, p.parse().map_err(|_| err())?),
+            None => (hostport, 80),
+        };
+        if host.is_empty() || path.contains(char::is_whitespace) {
+            return Err(err());
+        }
+        Ok(Url {
+            host: host.to_string(),
+            port,
+            path: path.to_string(),
+        })
+    }
+
+    /// This URL with `rel` appended to its path (exactly one `/` between).
+    pub fn join(&self, rel: &str) -> Url {
+        let mut u = self.clone();
+        u.path = format!(
+            "{}/{}",
+            self.path.trim_end_matches('/'),
+            rel.trim_start_matches('/')
+        );
+        u
+    }
+}
+
+impl std::fmt::Display for Url {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "http://{}:{}{}", self.host, self.port, self.path)
+    }
+}
+
+pub struct Response {
+    pub status: u16,
+    /// `Content-Length`, when given.
+    pub length: Option<u64>,
+    /// Start offset of a 206 response's `Content-Range`.
+    pub range_start: Option<u64>,
+    /// Total size from `Content-Range: bytes a-b/TOTAL`.
+    pub total: Option<u64>,
+    pub body: Box<dyn Read + Send>,
+    /// Every header, names in lower case, in order.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Response {
+    /// The first header called `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Reads the whole body as text.
+    pub fn text(mut self) -> std::io::Result<String> {
+        let mut s = String::new();
+        self.body.read_to_string(&mut s)?;
+        Ok(s)
+    }
+}
+
+pub const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// GETs `url`, from byte `from` on when given.
+pub fn get(url: &Url, from: Option<u64>) -> Result<Response, HttpError> {
+    request("GET", url, from, None)
+}
+
+/// Sends `method` with an optional form body (`application/x-www-form-urlencoded`, as the etcd
+/// v2 API takes it).
+pub fn request(
+    method: &str,
+    url: &Url,
+    from: Option<u64>,
+    form: Option<&str>,
+) -> Result<Response, HttpError> {
+    request_with(method, url, from, form, &[], Some(TIMEOUT))
+}
+
+/// [`request`] with extra headers and a read timeout (`None` waits for ever: watches).
+pub fn request_with(
+    method: &str,
+    url: &Url,
+    from: Option<u64>,
+    form: Option<&str>,
+    headers: &[(&str, &str)],
+    read_timeout: Option<Duration>,
+) -> Result<Response, HttpError> {
+    let addr = format!("{}:{}", url.host, url.port);
+    let conn = |source| HttpError::Connect {
+        addr: addr.clone(),
+        source,
+    };
+    let sa = addr
+        .to_socket_addrs()
+        .map_err(conn)?
+        .next()
+        .ok_or_else(|| {
+            conn(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no address",
+            ))
+        })?;
+    let stream = TcpStream::connect_timeout(&sa, Duration::from_secs(10)).map_err(conn)?;
+    let io = |source| HttpError::Io {
+        url: url.to_string(),
+        source,
+    };
+    stream.set_read_timeout(read_timeout).map_err(io)?;
+    stream.set_write_timeout(Some(TIMEOUT)).map_err(io)?;
+    let mut req = format!(
+        "{method} {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: crust\r\nConnection: close\r\n",
+        url.path, url.host
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if let Some(f) = from {
+        req.push_str(&format!("Range: bytes={f}-\r\n"));
+    }
+    match form {
+        Some(body) => req.push_str(&format!(
+            "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )),
+        None => req.push_str("\r\n"),
+    }
+    std::io::Write::write_all(&mut &stream, req.as_bytes()).map_err(io)?;
+    let mut r = BufReader::new(stream);
+    let proto = |why: String| HttpError::Protocol {
+        url: url.to_string(),
+        why,
+    };
+    let mut line = String::new();
+    r.read_line(&mut line).map_err(io)?;
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .filter(|_| line.starts_with("HTTP/1."))
+        .ok_or_else(|| proto(format!("status line {:?}", line.trim())))?;
+    let (mut length, mut range_start, mut total) = (None, None, None);
+    let mut chunked = false;
+    let mut all = Vec::new();
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h).map_err(io)? == 0 {
+            return Err(proto("headers end early".into()));
+        }
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        let Some((k, v)) = h.split_once(':') else {
+            continue;
+        };
+        let v = v.trim();
+        all.push((k.trim().to_ascii_lowercase(), v.to_string()));
+        match k.trim().to_ascii_lowercase().as_str() {
+            "content-length" => {
+                length = Some(
+                    v.parse()
+                        .map_err(|_| proto(format!("Content-Length {v:?}")))?,
+                )
+            }
+            "transfer-encoding" if v.eq_ignore_ascii_case("chunked") => chunked = true,
+            "transfer-encoding" if !v.eq_ignore_ascii_case("identity") => {
+                return Err(proto(format!(
+                    "Transfer-Encoding {v} is not supported; serve files with a Content-Length"
+                )))
+            }
+            "content-range" => {
+                // bytes START-END/TOTAL
+                let spec = v.strip_prefix("bytes ").unwrap_or(v);
+                if let Some((range, tot)) = spec.split_once('/') {
+                    total = tot.parse().ok();
+                    range_start = range.split_once('-').and_then(|(a, _)| a.parse().ok());
+                }
+            }
+            _ => {}
+        }
+    }
+    let body: Box<dyn Read + Send> = match (chunked, length) {
+        (true, _) => Box::new(Chunked::new(r)),
+        (false, Some(n)) => Box::new(r.take(n)),
+        (false, None) => Box::new(r),
+    };
+    Ok(Response {
+        status,
+        length,
+        range_start,
+        total,
+        body,
+        headers: all,
+    })
+}
+
+/// Decodes a chunked body as it arrives (etcd streams watch events this way).
+struct Chunked<R> {
+    inner: R,
+    left: u64,
+    done: bool,
+}
+
+impl<R: BufRead> Chunked<R> {
+    fn new(inner: R) -> Self {
+        Chunked {
+            inner,
+            left: 0,
+            done: false,
+        }
+    }
+}
+
+impl<R: BufRead> Read for Chunked<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.done || buf.is_empty() {
+            return Ok(0);
+        }
+        if self.left == 0 {
+            let mut line = String::new();
+            if self.inner.read_line(&mut line)? == 0 {
+                self.done = true;
+                return Ok(0);
+            }
+            if line.trim().is_empty() {
+                // The CRLF that ends the previous chunk.
+                line.clear();
+                if self.inner.read_line(&mut line)? == 0 {
+                    self.done = true;
+                    return Ok(0);
+                }
+            }
+            let size = line.trim().split(';').next().unwrap_or("");
+            self.left = u64::from_str_radix(size, 16).map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("bad chunk size {size:?}"),
+                )
+            })?;
+            if self.left == 0 {
+                self.done = true;
+                return Ok(0);
+            }
+        }
+        let want = buf.len().min(self.left as usize);
+        let n = self.inner.read(&mut buf[..want])?;
+        if n == 0 {
+            self.done = true;
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+/// Percent-encodes a form value or query parameter (everything but unreserved characters).
+pub fn urlencode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunked_bodies_decode() {
+        let raw = b"5\r\nhello\r\n7\r\n, world\r\n0\r\n\r\n".to_vec();
+        let mut c = Chunked::new(std::io::Cursor::new(raw));
+        let mut s = String::new();
+        c.read_to_string(&mut s).unwrap();
+        assert_eq!(s, "hello, world");
+    }
+
+    #[test]
+    fn urls() {
+        let u = Url::parse("http://10.0.2.100:8080/").unwrap();
+        assert_eq!(
+            (u.host.as_str(), u.port, u.path.as_str()),
+            ("10.0.2.100", 8080, "/")
+        );
+        assert_eq!(
+            u.join("beta/metadata/timestamp.json").path,
+            "/beta/metadata/timestamp.json"
+        );
+        let u = Url::parse("http://h").unwrap();
+        assert_eq!((u.port, u.path.as_str()), (80, "/"));
+        assert_eq!(Url::parse("http://h/a/").unwrap().join("/b").path, "/a/b");
+        assert_eq!(urlencode("{\"a\": [1]}"), "%7B%22a%22%3A%20%5B1%5D%7D");
+        for bad in ["https://h/", "http://:80/", "http://h:x/", "ftp://h"] {
+            assert!(Url::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
