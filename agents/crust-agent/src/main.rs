@@ -46,6 +46,9 @@ fn run_agent(name: &str, argv: &[String]) -> i32 {
         "crustctl" if argv.get(1).map(String::as_str) == Some("locksmith") => {
             crust_update_engine::locksmith::ctl::run(&argv[2..])
         }
+        "crustctl" if argv.get(1).map(String::as_str) == Some("kv") => {
+            crust_kv::ctl::run(&argv[2..])
+        }
         "crustctl" => crust_init::ctl::run(&argv[1..]),
         "update-engine" => crust_update_engine::daemon::run(argv),
         "locksmithd" => crust_update_engine::locksmith::daemon::run(argv),

@@ -5,8 +5,11 @@
 //! - [`backend`]: the seam to replication: the store is an [`backend::Apply`], the HTTP layer
 //!   talks to a [`backend::Backend`].
 //! - [`local`]: a single-member backend (tests, the host-side discovery service).
+//! - [`client`]: a blocking etcd v2 client for the agents; [`ctl`]: `crustctl kv`.
 
 pub mod api;
 pub mod backend;
+pub mod client;
+pub mod ctl;
 pub mod local;
 pub mod store;

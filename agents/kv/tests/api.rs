@@ -234,3 +234,61 @@ fn members_stats_version_health() {
     );
     assert_eq!(r.status, 415);
 }
+
+#[test]
+fn rust_client_speaks_the_api() {
+    use crust_kv::client::Client;
+    let srv = server();
+    let c = Client::new(&format!("http://127.0.0.1:1,http://{}", srv.addr)).unwrap();
+    assert_eq!(
+        c.set("/c/a", "x y&z", None).unwrap().node.value.as_deref(),
+        Some("x y&z")
+    );
+    assert_eq!(
+        c.get("/c/a", false).unwrap().node.value.as_deref(),
+        Some("x y&z")
+    );
+    assert_eq!(
+        c.create("/c/a", "again", None).unwrap_err().code(),
+        Some(105)
+    );
+    let ev = c
+        .compare_and_swap("/c/a", "new", Some("x y&z"), None, Some(60))
+        .unwrap();
+    assert_eq!(ev.action, "compareAndSwap");
+    assert_eq!(ev.node.ttl, 60);
+    assert_eq!(
+        c.compare_and_delete("/c/a", Some("old"), None)
+            .unwrap_err()
+            .code(),
+        Some(101)
+    );
+    let after = c.mkdir("/c/d", None).unwrap().node.modified_index;
+    let listing = c.get("/c", true).unwrap();
+    assert_eq!(listing.node.nodes.unwrap().len(), 2);
+    let w = std::thread::spawn({
+        let c = c.clone();
+        move || c.watch("/c", true, Some(after)).next().unwrap().unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    c.set("/c/d/e", "1", None).unwrap();
+    assert_eq!(w.join().unwrap().node.key, "/c/d/e");
+    assert_eq!(c.delete("/c", true, true).unwrap().action, "delete");
+    assert_eq!(c.get("/c", false).unwrap_err().code(), Some(100));
+    assert_eq!(c.members().unwrap()[0].name, "test");
+    assert_eq!(c.leader().unwrap().name, "test");
+    assert!(Client::healthy(&format!("http://{}", srv.addr)).unwrap());
+    // crustctl kv: etcdctl's exit codes.
+    let e = format!("http://{}", srv.addr);
+    let run = |args: &[&str]| {
+        let mut v = vec!["--endpoints".to_string(), e.clone()];
+        v.extend(args.iter().map(|s| s.to_string()));
+        crust_kv::ctl::run(&v)
+    };
+    assert_eq!(run(&["set", "/k", "v"]), 0);
+    assert_eq!(run(&["mk", "/k", "v"]), 4);
+    assert_eq!(run(&["get", "/nope"]), 4);
+    assert_eq!(run(&["ls", "/", "-r"]), 0);
+    assert_eq!(run(&["frobnicate"]), 2);
+    assert_eq!(run(&["cluster-health"]), 0);
+}
