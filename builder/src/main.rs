@@ -34,6 +34,12 @@ enum Command {
         /// A coreos-cloudinit cloud-config (user data).
         file: PathBuf,
     },
+    /// Host-side kv: `crust kv serve` runs a single-member store speaking the etcd v2 API
+    /// (e.g. as a private etcd discovery service).
+    Kv {
+        #[command(subcommand)]
+        command: KvCommand,
+    },
     /// Make the ed25519 keys of the channel repositories' TUF roles.
     Keys(crust::keys::KeysArgs),
     /// Add a build to a channel's signed repository (or re-sign its timestamp with --refresh).
@@ -50,6 +56,19 @@ fn main() {
         eprintln!("crust: error: {}", chain(&e));
         std::process::exit(1);
     }
+}
+
+#[derive(Subcommand)]
+enum KvCommand {
+    /// Serve a single-member store on a loopback address until interrupted.
+    Serve {
+        /// Address to listen on (127.0.0.1 unless you mean otherwise).
+        #[arg(long, default_value = "127.0.0.1:2379")]
+        listen: String,
+        /// Member name shown by /v2/members.
+        #[arg(long, default_value = "discovery")]
+        name: String,
+    },
 }
 
 /// The whole error chain on one line, without repeating a cause that a message already quotes.
@@ -84,6 +103,19 @@ fn run(cli: Cli) -> Result<()> {
             print!("{}", report.text);
             if !report.ok {
                 std::process::exit(1);
+            }
+        }
+        Command::Kv {
+            command: KvCommand::Serve { listen, name },
+        } => {
+            let server = crust_kv::local::spawn_thread(&listen, &name)
+                .map_err(|e| anyhow::anyhow!("listening on {listen}: {e}; pick another --listen"))?;
+            eprintln!(
+                "crust kv: serving the etcd v2 API on http://{} (Ctrl-C stops it)",
+                server.addr
+            );
+            loop {
+                std::thread::park();
             }
         }
         Command::Keys(args) => crust::keys::run(&args)?,
