@@ -5,12 +5,13 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-const USAGE: &str = "usage: crustctl [--socket PATH] status | list-units | poweroff | reboot";
+const USAGE: &str = "usage: crustctl [--socket PATH] status | list-units | start UNIT | stop UNIT | restart UNIT | is-active UNIT | daemon-reload | poweroff | reboot";
 
 /// Runs crustctl with its arguments (without argv[0]); returns the exit code.
 pub fn run(args: &[String]) -> i32 {
     let mut socket = SOCKET.to_string();
     let mut verb = None;
+    let mut unit: Option<String> = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -23,10 +24,26 @@ pub fn run(args: &[String]) -> i32 {
                 return 0;
             }
             v if verb.is_none() => verb = Some(v.to_string()),
+            u if unit.is_none() => unit = Some(u.to_string()),
             other => return usage(&format!("unexpected argument {other:?}")),
         }
     }
+    let named = |u: Option<String>| -> Result<String, i32> {
+        match u {
+            Some(u) if u.contains('.') => Ok(u),
+            Some(u) => Ok(format!("{u}.service")),
+            None => Err(usage("which unit?")),
+        }
+    };
     let request = match verb.as_deref() {
+        Some(v @ ("start" | "stop" | "restart" | "is-active")) => {
+            let unit = match named(unit) {
+                Ok(u) => u,
+                Err(code) => return code,
+            };
+            return unit_verb(&socket, v, &unit);
+        }
+        Some("daemon-reload") => Request::DaemonReload,
         Some("status") => Request::Status,
         Some("list-units") => Request::ListUnits,
         Some("poweroff") => Request::Poweroff,
@@ -47,6 +64,69 @@ pub fn run(args: &[String]) -> i32 {
             eprintln!("crustctl: {e}");
             1
         }
+    }
+}
+
+/// start/stop/restart wait until the job is over, as systemctl does; is-active prints the state
+/// and exits 0 only for `active` (3 otherwise).
+fn unit_verb(socket: &str, verb: &str, unit: &str) -> i32 {
+    let is_active = |u: &str| -> Result<String, String> {
+        let r = call(socket, &Request::IsActive { unit: u.into() })?;
+        Ok(r.active_state.unwrap_or_else(|| "unknown".into()))
+    };
+    if verb == "is-active" {
+        return match is_active(unit) {
+            Ok(s) => {
+                println!("{s}");
+                if s == "active" {
+                    0
+                } else {
+                    3
+                }
+            }
+            Err(e) => {
+                eprintln!("crustctl: {e}");
+                1
+            }
+        };
+    }
+    let req = match verb {
+        "start" => Request::Start { unit: unit.into() },
+        "stop" => Request::Stop { unit: unit.into() },
+        _ => Request::Restart { unit: unit.into() },
+    };
+    match call(socket, &req) {
+        Ok(r) if r.ok => {}
+        Ok(r) => {
+            eprintln!("crustctl: {verb} {unit}: {}", r.error.unwrap_or_default());
+            return if verb == "start" { 5 } else { 1 };
+        }
+        Err(e) => {
+            eprintln!("crustctl: {e}");
+            return 1;
+        }
+    }
+    let want_up = verb != "stop";
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        match is_active(unit) {
+            Ok(s) if want_up && s == "active" => return 0,
+            Ok(s) if !want_up && (s == "inactive" || s == "failed") => return 0,
+            Ok(s) if want_up && s == "failed" => {
+                eprintln!("crustctl: job for {unit} failed; see `crustctl list-units`");
+                return 1;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("crustctl: {e}");
+                return 1;
+            }
+        }
+        if std::time::Instant::now() > deadline {
+            eprintln!("crustctl: {unit} did not finish its {verb} job within 90 s");
+            return 1;
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

@@ -4,7 +4,7 @@
 
 use crust_common::unit::{ServiceType, Unit};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// More starts than this within [`START_LIMIT_WINDOW_MS`] fail the unit (systemd's default).
 pub const START_LIMIT: usize = 5;
@@ -64,12 +64,11 @@ impl State {
         }
     }
 
-    /// Whether units ordered after this one may start: its start job is over, one way or another.
+    /// Whether units ordered after this one may start: no start job of it is pending (it is
+    /// not waiting or activating). Units that are not being started do not hold anyone up,
+    /// as After= only orders jobs of the same transaction.
     fn settled(&self) -> bool {
-        matches!(
-            self,
-            State::Active { .. } | State::Exited | State::Failed { .. } | State::AutoRestart { .. }
-        )
+        !matches!(self, State::Waiting | State::Activating { .. })
     }
 }
 
@@ -90,6 +89,11 @@ struct Managed {
     /// Reached active at least once (what readiness counts).
     was_active: bool,
     starts: VecDeque<u64>,
+    /// Part of what should be running (the boot set, or started since); readiness counts
+    /// only these. Units loaded by `daemon-reload` or on demand start out not wanted.
+    wanted: bool,
+    /// Start again once the stop under way ends (`restart`).
+    start_after_stop: bool,
     /// After= edges kept after cycle breaking, as indexes.
     after: Vec<usize>,
     requires: Vec<usize>,
@@ -130,6 +134,8 @@ impl Manager {
                     state: State::Waiting,
                     was_active: false,
                     starts: VecDeque::new(),
+                    wanted: true,
+                    start_after_stop: false,
                     after,
                     requires,
                 }
@@ -247,7 +253,13 @@ impl Manager {
     pub fn exited(&mut self, pid: i32, success: bool, status: &str, now_ms: u64) -> Option<usize> {
         let i = self.units.iter().position(|m| m.state.pid() == Some(pid))?;
         if let State::Stopping { .. } = self.units[i].state {
-            self.units[i].state = State::Stopped;
+            let m = &mut self.units[i];
+            if std::mem::take(&mut m.start_after_stop) && !self.stopping {
+                m.state = State::Waiting;
+                m.wanted = true;
+            } else {
+                m.state = State::Stopped;
+            }
             return Some(i);
         }
         let ok = success
@@ -292,9 +304,165 @@ impl Manager {
         std::mem::take(&mut self.new_failures)
     }
 
-    /// Every unit reached active at least once and none is waiting to.
+    /// Every wanted unit reached active at least once and none is waiting to.
     pub fn all_active(&self) -> bool {
-        self.units.iter().all(|m| m.was_active)
+        self.units.iter().filter(|m| m.wanted).all(|m| m.was_active)
+    }
+
+    fn position(&self, name: &str) -> Option<usize> {
+        self.units.iter().position(|m| m.unit.name == name)
+    }
+
+    /// Whether a unit called `name` is loaded.
+    pub fn knows(&self, name: &str) -> bool {
+        self.position(name).is_some()
+    }
+
+    /// Loads unit definitions (after `daemon-reload`, or on demand for `start`): known units
+    /// get the new definition (a running process keeps running), new ones are added inactive.
+    /// Ordering and requirement edges are recomputed. Returns notes about ignored ordering.
+    pub fn load(&mut self, units: Vec<Unit>) -> Vec<String> {
+        for unit in units {
+            match self.position(&unit.name) {
+                Some(i) => self.units[i].unit = unit,
+                None => self.units.push(Managed {
+                    unit,
+                    state: State::Stopped,
+                    was_active: false,
+                    starts: VecDeque::new(),
+                    wanted: false,
+                    start_after_stop: false,
+                    after: Vec::new(),
+                    requires: Vec::new(),
+                }),
+            }
+        }
+        let index: BTreeMap<String, usize> = self
+            .units
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.unit.name.clone(), i))
+            .collect();
+        for m in &mut self.units {
+            m.after = m
+                .unit
+                .after
+                .iter()
+                .filter_map(|n| index.get(n).copied())
+                .collect();
+            m.requires = m
+                .unit
+                .requires
+                .iter()
+                .filter_map(|n| index.get(n).copied())
+                .collect();
+        }
+        let mut notes = Vec::new();
+        while let Some(cycle) = find_cycle(&self.units) {
+            let names: Vec<&str> = cycle
+                .iter()
+                .map(|&i| self.units[i].unit.name.as_str())
+                .collect();
+            notes.push(format!(
+                "ordering cycle {} ignored; starting them unordered",
+                names.join(" -> ")
+            ));
+            let (from, to) = (cycle[0], cycle[1]);
+            self.units[from].after.retain(|&a| a != to);
+        }
+        notes
+    }
+
+    /// Queues a start of `name` and of the units it Requires/Wants that are not running
+    /// (`systemctl start`). Already running units are left alone.
+    pub fn start(&mut self, name: &str) -> Result<(), String> {
+        let i = self
+            .position(name)
+            .ok_or_else(|| format!("Unit {name} not found."))?;
+        if self.stopping {
+            return Err("the system is shutting down".into());
+        }
+        let mut queue = vec![i];
+        let mut seen = BTreeSet::new();
+        while let Some(j) = queue.pop() {
+            if !seen.insert(j) {
+                continue;
+            }
+            let m = &mut self.units[j];
+            m.wanted = true;
+            if matches!(
+                m.state,
+                State::Stopped | State::Exited | State::Failed { .. }
+            ) {
+                m.state = State::Waiting;
+                // A start by hand gets a fresh start-limit window, as `systemctl start` after
+                // `reset-failed` would.
+                m.starts.clear();
+            }
+            let deps: Vec<String> = m
+                .unit
+                .requires
+                .iter()
+                .chain(&m.unit.wants)
+                .cloned()
+                .collect();
+            for d in deps {
+                if let Some(k) = self.position(&d) {
+                    queue.push(k);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops `name` (`systemctl stop`): returns the pid to send SIGTERM to, if it runs. No
+    /// restart follows; the unit is no longer wanted.
+    pub fn stop(&mut self, name: &str) -> Result<Option<i32>, String> {
+        let i = self
+            .position(name)
+            .ok_or_else(|| format!("Unit {name} not loaded."))?;
+        let m = &mut self.units[i];
+        m.wanted = false;
+        Ok(match m.state {
+            State::Activating { pid } | State::Active { pid } if pid > 0 => {
+                m.state = State::Stopping { pid };
+                Some(pid)
+            }
+            State::Stopping { pid } => Some(pid),
+            State::Failed { .. } => None,
+            _ => {
+                m.state = State::Stopped;
+                None
+            }
+        })
+    }
+
+    /// Stops `name` if it runs and starts it again (`systemctl restart`); returns the pid to
+    /// send SIGTERM to, if any.
+    pub fn restart(&mut self, name: &str) -> Result<Option<i32>, String> {
+        let pid = self.stop(name)?;
+        match pid {
+            Some(_) => {
+                if let Some(i) = self.position(name) {
+                    self.units[i].start_after_stop = true;
+                    self.units[i].wanted = true;
+                }
+            }
+            None => self.start(name)?,
+        }
+        Ok(pid)
+    }
+
+    /// systemd's active state of `name`: active, activating, deactivating, failed or inactive.
+    pub fn active_state(&self, name: &str) -> &'static str {
+        match self.position(name).map(|i| &self.units[i].state) {
+            Some(State::Active { .. }) => "active",
+            Some(State::Activating { .. }) | Some(State::AutoRestart { .. }) => "activating",
+            Some(State::Waiting) => "activating",
+            Some(State::Stopping { .. }) => "deactivating",
+            Some(State::Failed { .. }) => "failed",
+            Some(State::Exited) | Some(State::Stopped) | None => "inactive",
+        }
     }
 
     /// Whether nothing can change any more without outside help (so readiness will never come).
@@ -303,6 +471,7 @@ impl Manager {
             && self
                 .units
                 .iter()
+                .filter(|m| m.wanted)
                 .all(|m| m.was_active || matches!(m.state, State::Failed { .. } | State::Exited))
     }
 
@@ -555,5 +724,37 @@ mod tests {
         assert!(m.stopping_pids().is_empty());
         assert!(m.due(1_000_000).is_empty());
         assert_eq!(m.list()[0].state, "stopped");
+    }
+
+    #[test]
+    fn units_load_start_stop_and_restart_on_demand() {
+        let (mut m, _) = Manager::new(vec![unit("boot", ServiceType::Simple, &[])]);
+        assert_eq!(m.due(0), vec![0]);
+        m.spawned(0, 10);
+        assert!(m.all_active());
+        // A unit loaded later is inactive and does not hold readiness back.
+        m.load(vec![unit("late", ServiceType::Simple, &["boot"])]);
+        assert_eq!(m.active_state("late.service"), "inactive");
+        assert!(m.all_active());
+        assert!(m.due(1).is_empty());
+        // Starting it makes it wanted; it runs once what it is ordered after is settled.
+        m.start("late.service").unwrap();
+        assert!(!m.all_active());
+        assert_eq!(m.due(2), vec![1]);
+        m.spawned(1, 11);
+        assert_eq!(m.active_state("late.service"), "active");
+        assert!(m.all_active());
+        // Stop: SIGTERM goes to its pid, and its exit does not restart it.
+        assert_eq!(m.stop("late.service").unwrap(), Some(11));
+        assert_eq!(m.active_state("late.service"), "deactivating");
+        m.exited(11, false, "killed by SIGTERM", 3);
+        assert_eq!(m.active_state("late.service"), "inactive");
+        assert!(m.due(4).is_empty());
+        // Restart of a running unit: stop, then start again once it exited.
+        assert_eq!(m.restart("boot.service").unwrap(), Some(10));
+        m.exited(10, false, "killed by SIGTERM", 5);
+        assert_eq!(m.due(6), vec![0]);
+        assert!(m.start("nope.service").unwrap_err().contains("not found"));
+        assert_eq!(m.active_state("nope.service"), "inactive");
     }
 }

@@ -13,6 +13,22 @@ pub enum Request {
     ListUnits,
     Poweroff,
     Reboot,
+    /// Loads the unit (from the unit directories, if not loaded yet) and queues its start.
+    Start {
+        unit: String,
+    },
+    Stop {
+        unit: String,
+    },
+    Restart {
+        unit: String,
+    },
+    /// Re-reads the definitions of loaded units (new units load on demand at `start`).
+    DaemonReload,
+    /// Answers with `active_state`.
+    IsActive {
+        unit: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -24,6 +40,9 @@ pub struct Response {
     pub status: Option<Status>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub units: Option<Vec<UnitStatus>>,
+    /// systemd's active state of the unit an `is-active` asked about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_state: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,7 +70,7 @@ impl Response {
 /// Parses one request line; the error text goes back to the client.
 pub fn parse_request(line: &str) -> Result<Request, String> {
     serde_json::from_str(line.trim()).map_err(|e| {
-        format!("bad request ({e}); send one line like {{\"cmd\":\"list-units\"}} (status, list-units, poweroff, reboot)")
+        format!("bad request ({e}); send one line like {{\"cmd\":\"list-units\"}} (status, list-units, poweroff, reboot, start, stop, restart, daemon-reload, is-active)")
     })
 }
 

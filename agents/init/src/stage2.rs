@@ -34,6 +34,9 @@ pub const UNIT_DIRS: [&str; 3] = [
     "/run/systemd/system",
     "/usr/lib/systemd/system",
 ];
+/// How long a stopped unit gets between SIGTERM and SIGKILL (systemd's TimeoutStopSec is 90 s;
+/// shorter here, as crust's services are small).
+pub const STOP_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_ETC: &str = "/usr/share/crust/etc";
 pub const OS_RELEASE: &str = "/usr/lib/os-release";
 const WANTS: &str = "multi-user.target.wants";
@@ -65,6 +68,10 @@ struct Init<'k> {
     ready: bool,
     stuck_reported: bool,
     stopping: bool,
+    /// Where unit files are looked up, highest precedence first.
+    dirs: Vec<PathBuf>,
+    /// Process groups sent SIGTERM by `stop`, and when they get SIGKILL if still there.
+    kill_at: Vec<(i32, u64)>,
 }
 
 impl<'k> Init<'k> {
@@ -172,7 +179,35 @@ impl<'k> Init<'k> {
             ready: false,
             stuck_reported: false,
             stopping: false,
+            dirs,
+            kill_at: Vec::new(),
         })
+    }
+
+    /// SIGTERM to a stopped unit's process group (so forked children go too), SIGKILL after
+    /// [`STOP_TIMEOUT_MS`] if it is still there.
+    fn terminate(&mut self, pid: Option<i32>) {
+        if let Some(pid) = pid {
+            let _ = kill(Pid::from_raw(-pid), Signal::SIGTERM);
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+            self.kill_at.push((pid, uptime_ms() + STOP_TIMEOUT_MS));
+        }
+    }
+
+    fn kill_overdue(&mut self) {
+        let now = uptime_ms();
+        let stopping = self.mgr.stopping_pids();
+        self.kill_at.retain(|&(pid, at)| {
+            if !stopping.contains(&pid) {
+                return false;
+            }
+            if at <= now {
+                let _ = kill(Pid::from_raw(-pid), Signal::SIGKILL);
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                return false;
+            }
+            true
+        });
     }
 
     /// Runs until a poweroff or reboot is asked for.
@@ -192,6 +227,7 @@ impl<'k> Init<'k> {
                 }
             }
             self.reap();
+            self.kill_overdue();
             for (name, why) in self.mgr.take_failures() {
                 console::error(&format!("{name} failed: {why}"));
             }
@@ -284,8 +320,48 @@ impl<'k> Init<'k> {
         halt
     }
 
-    fn answer(&self, req: &Request) -> (Response, Option<Halt>) {
+    fn answer(&mut self, req: &Request) -> (Response, Option<Halt>) {
         match req {
+            Request::Start { unit } => {
+                if !self.mgr.knows(unit) {
+                    let (units, notes) = load_named(&self.dirs, vec![unit.clone()]);
+                    for n in notes {
+                        console::error(&n);
+                    }
+                    for n in self.mgr.load(units) {
+                        console::error(&n);
+                    }
+                }
+                (answer_of(self.mgr.start(unit)), None)
+            }
+            Request::Stop { unit } => {
+                let r = self.mgr.stop(unit).map(|pid| self.terminate(pid));
+                (answer_of(r), None)
+            }
+            Request::Restart { unit } => {
+                if !self.mgr.knows(unit) {
+                    let (units, _) = load_named(&self.dirs, vec![unit.clone()]);
+                    self.mgr.load(units);
+                }
+                let r = self.mgr.restart(unit).map(|pid| self.terminate(pid));
+                (answer_of(r), None)
+            }
+            Request::DaemonReload => {
+                let names: Vec<String> = self.mgr.list().into_iter().map(|u| u.name).collect();
+                let (units, notes) = load_named(&self.dirs, names);
+                for n in notes.into_iter().chain(self.mgr.load(units)) {
+                    console::error(&n);
+                }
+                (ok(), None)
+            }
+            Request::IsActive { unit } => (
+                Response {
+                    ok: true,
+                    active_state: Some(self.mgr.active_state(unit).to_string()),
+                    ..Response::default()
+                },
+                None,
+            ),
             Request::Status => (
                 Response {
                     ok: true,
@@ -422,6 +498,13 @@ impl<'k> Init<'k> {
         loop {
             std::thread::sleep(Duration::from_secs(60));
         }
+    }
+}
+
+fn answer_of(r: Result<(), String>) -> Response {
+    match r {
+        Ok(()) => ok(),
+        Err(e) => Response::error(e),
     }
 }
 
@@ -649,7 +732,6 @@ pub fn os_release_value(text: &str, key: &str) -> Option<String> {
 /// looking each name up in `dirs` in order. Problems come back as notes; a unit that fails to
 /// parse is left out.
 pub fn load_units(dirs: &[PathBuf]) -> (Vec<Unit>, Vec<String>) {
-    let mut notes = Vec::new();
     let mut wanted: Vec<String> = Vec::new();
     // Lowest precedence first so the list order is stable; names are deduplicated below.
     for dir in dirs.iter().rev() {
@@ -664,6 +746,13 @@ pub fn load_units(dirs: &[PathBuf]) -> (Vec<Unit>, Vec<String>) {
         names.sort();
         wanted.extend(names);
     }
+    load_named(dirs, wanted)
+}
+
+/// Loads the units called `names` and what they Require/Want, from `dirs` in order.
+pub fn load_named(dirs: &[PathBuf], names: Vec<String>) -> (Vec<Unit>, Vec<String>) {
+    let mut notes = Vec::new();
+    let wanted = names;
     let mut seen = BTreeSet::new();
     let mut units = Vec::new();
     let mut queue: std::collections::VecDeque<String> = wanted.into();
