@@ -93,14 +93,7 @@ impl Daemon {
 
     /// The raw variables of both update.conf files (later wins).
     pub fn conf_vars(&self) -> Vec<(String, String)> {
-        let mut v = Vec::new();
-        for p in [&self.conf_paths.usr, &self.conf_paths.etc] {
-            v.extend(
-                crust_common::unit::parse_env_file(&std::fs::read_to_string(p).unwrap_or_default())
-                    .0,
-            );
-        }
-        v
+        conf_vars_at(&self.conf_paths)
     }
 
     fn wall(&self) -> u64 {
@@ -242,6 +235,36 @@ impl Daemon {
                 v.total = e.progress.1;
             }
         }
+    }
+}
+
+fn conf_vars_at(p: &ConfPaths) -> Vec<(String, String)> {
+    let mut v = Vec::new();
+    for f in [&p.usr, &p.etc] {
+        v.extend(
+            crust_common::unit::parse_env_file(&std::fs::read_to_string(f).unwrap_or_default()).0,
+        );
+    }
+    v
+}
+
+/// Check timing from update.conf: `CRUST_UPDATE_FIRST_CHECK_SECS`, `CRUST_UPDATE_JITTER_SECS`,
+/// `CRUST_UPDATE_INTERVAL_SECS`, `CRUST_UPDATE_BACKOFF_SECS` (tests shorten them; the defaults
+/// are one minute plus up to one of jitter, then hourly). Unparsable values keep the default.
+pub fn timing_from(vars: &[(String, String)]) -> Timing {
+    let get = |k: &str, d: u64| {
+        vars.iter()
+            .rev()
+            .find(|(n, _)| n == k)
+            .and_then(|(_, v)| v.trim().parse().ok())
+            .unwrap_or(d)
+    };
+    let d = Timing::default();
+    Timing {
+        first_delay: get("CRUST_UPDATE_FIRST_CHECK_SECS", d.first_delay),
+        jitter: get("CRUST_UPDATE_JITTER_SECS", d.jitter),
+        interval: get("CRUST_UPDATE_INTERVAL_SECS", d.interval).max(60),
+        backoff_base: get("CRUST_UPDATE_BACKOFF_SECS", d.backoff_base).max(1),
     }
 }
 
@@ -388,7 +411,7 @@ fn main_loop() -> Result<(), String> {
     let now = || start.elapsed().as_secs();
     let conf_paths = ConfPaths::default();
     let failed = read_failed(&paths.state);
-    let timing = Timing::default();
+    let timing = timing_from(&conf_vars_at(&conf_paths));
     let mut d = Daemon::new(
         Engine::new(current, failed, timing, seed, now()),
         Updater {
@@ -429,5 +452,33 @@ fn main_loop() -> Result<(), String> {
                 return Err("the control socket thread stopped".into())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timing_comes_from_update_conf() {
+        let v = |k: &str, x: &str| (k.to_string(), x.to_string());
+        let t = timing_from(&[
+            v("CRUST_UPDATE_FIRST_CHECK_SECS", "2"),
+            v("CRUST_UPDATE_JITTER_SECS", "0"),
+            v("CRUST_UPDATE_INTERVAL_SECS", "5"),
+            v("CRUST_UPDATE_BACKOFF_SECS", "x"),
+        ]);
+        assert_eq!(
+            t,
+            Timing {
+                first_delay: 2,
+                jitter: 0,
+                interval: 60,
+                backoff_base: Timing::default().backoff_base
+            }
+        );
+        assert_eq!(timing_from(&[]), Timing::default());
+        assert_eq!(booted_slot("console=ttyS0 mount.usr=PARTUUID=e03dd35c-7c2d-4a47-b3fe-27f15780a57c usrhash=0000000000000000000000000000000000000000000000000000000000000000"), Some(Slot::B));
+        assert_eq!(booted_slot("console=ttyS0"), None);
     }
 }
