@@ -5,7 +5,7 @@
 //! the boot healthy, so a bad release cannot take the next machine down.
 
 use super::etcd::{EtcdV2, DEFAULT_ENDPOINT};
-use super::semaphore::{LockError, Locker, SemError};
+use super::semaphore::{LockError, LockStore, Locker, SemError};
 use super::strategy::{decide, resolve, Action, Effective};
 use super::window::Window;
 use crate::conf;
@@ -77,14 +77,18 @@ pub fn load(conf_paths: &ConfPaths, machine_id: &Path) -> Result<Config, String>
 }
 
 /// One look at the world; returns how long to sleep before the next.
-pub fn tick(cfg: &Config, released: &mut bool, now: u64) -> Result<u64, String> {
+pub fn tick<S: LockStore>(
+    cfg: &Config,
+    store: &mut S,
+    released: &mut bool,
+    now: u64,
+) -> Result<u64, String> {
     let status = request(&cfg.engine_socket, &Request::Status)?
         .status
         .ok_or("update-engine sent no status")?;
-    let locker = || EtcdV2::parse(&cfg.endpoints).map(|s| Locker::new(s, cfg.group.as_deref()));
     if cfg.strategy == Effective::EtcdLock && !*released && status.boot == "healthy" {
         // Back from our own reboot and judged healthy: give the slot to the next machine.
-        match locker()?.unlock(&cfg.machine_id) {
+        match Locker::new(&mut *store, cfg.group.as_deref()).unlock(&cfg.machine_id) {
             Ok(_) => eprintln!("locksmithd: boot healthy; reboot lock released"),
             Err(LockError::Sem(SemError::NotHeld { .. })) => {}
             Err(e) => return Err(format!("releasing the reboot lock: {e}")),
@@ -94,7 +98,7 @@ pub fn tick(cfg: &Config, released: &mut bool, now: u64) -> Result<u64, String> 
     let need = status.current_operation == Status::UpdatedNeedReboot.name();
     let holding = need
         && cfg.strategy == Effective::EtcdLock
-        && locker()?
+        && Locker::new(&mut *store, cfg.group.as_deref())
             .get()
             .map_err(|e| e.to_string())?
             .holds(&cfg.machine_id);
@@ -104,17 +108,19 @@ pub fn tick(cfg: &Config, released: &mut bool, now: u64) -> Result<u64, String> 
             eprintln!("locksmithd: reboot needed; outside the reboot window, {s}s to go");
             Ok(s.clamp(1, 300))
         }
-        Action::Lock => match locker()?.lock(&cfg.machine_id) {
-            Ok(_) => {
-                eprintln!("locksmithd: reboot lock taken");
-                reboot(cfg).map(|_| 60)
+        Action::Lock => {
+            match Locker::new(&mut *store, cfg.group.as_deref()).lock(&cfg.machine_id) {
+                Ok(_) => {
+                    eprintln!("locksmithd: reboot lock taken");
+                    reboot(cfg).map(|_| 60)
+                }
+                Err(LockError::Sem(e @ SemError::Full { .. })) => {
+                    eprintln!("locksmithd: {e}");
+                    Ok(30)
+                }
+                Err(e) => Err(e.to_string()),
             }
-            Err(LockError::Sem(e @ SemError::Full { .. })) => {
-                eprintln!("locksmithd: {e}");
-                Ok(30)
-            }
-            Err(e) => Err(e.to_string()),
-        },
+        }
         Action::Reboot => reboot(cfg).map(|_| 60),
     }
 }
@@ -146,10 +152,17 @@ pub fn run(_argv: &[String]) -> i32 {
         "locksmithd: strategy {:?}, window {:?}, group {:?}",
         cfg.strategy, cfg.window, cfg.group
     );
+    let mut store = match EtcdV2::parse(&cfg.endpoints) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("locksmithd: LOCKSMITHD_ENDPOINT: {e}");
+            return 1;
+        }
+    };
     let mut released = false;
     let mut failures = 0u32;
     loop {
-        let sleep = match tick(&cfg, &mut released, wall_now()) {
+        let sleep = match tick(&cfg, &mut store, &mut released, wall_now()) {
             Ok(s) => {
                 failures = 0;
                 s
@@ -161,5 +174,127 @@ pub fn run(_argv: &[String]) -> i32 {
             }
         };
         std::thread::sleep(Duration::from_secs(sleep));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::locksmith::semaphore::MemStore;
+    use crate::proto::{Response, StatusView};
+    use std::io::{BufRead, BufReader, Write};
+    use std::sync::{Arc, Mutex};
+
+    /// A stand-in update-engine socket answering `status` with whatever `view` holds.
+    fn fake_engine(path: &Path, view: Arc<Mutex<StatusView>>) {
+        let l = std::os::unix::net::UnixListener::bind(path).unwrap();
+        std::thread::spawn(move || {
+            for c in l.incoming().flatten() {
+                let mut line = String::new();
+                let _ = BufReader::new(&c).read_line(&mut line);
+                let r = Response {
+                    ok: true,
+                    error: None,
+                    status: Some(view.lock().unwrap().clone()),
+                    message: None,
+                };
+                let _ =
+                    (&c).write_all(format!("{}\n", serde_json::to_string(&r).unwrap()).as_bytes());
+            }
+        });
+    }
+
+    #[test]
+    fn takes_the_lock_reboots_and_releases_it_once_healthy() {
+        let t = tempfile::tempdir().unwrap();
+        let view = Arc::new(Mutex::new(StatusView {
+            current_operation: Status::Idle.name().into(),
+            boot: "healthy".into(),
+            ..StatusView::default()
+        }));
+        let sock = t.path().join("ue.sock");
+        fake_engine(&sock, view.clone());
+        let marker = t.path().join("rebooted");
+        let cfg = |id: &str| Config {
+            strategy: Effective::EtcdLock,
+            window: None,
+            group: None,
+            machine_id: id.into(),
+            endpoints: String::new(),
+            reboot: vec![
+                "sh".into(),
+                "-c".into(),
+                format!("echo {id} >> {}", marker.display()),
+            ],
+            engine_socket: sock.clone(),
+        };
+        let mut store = MemStore::default();
+        // Nothing to do while no update waits.
+        let mut released = true;
+        assert_eq!(tick(&cfg("m1"), &mut store, &mut released, 0), Ok(60));
+        assert!(!marker.exists());
+        // m2 holds the only slot: m1 waits.
+        Locker::new(&mut store, None).lock("m2").unwrap();
+        view.lock().unwrap().current_operation = Status::UpdatedNeedReboot.name().into();
+        assert_eq!(tick(&cfg("m1"), &mut store, &mut released, 0), Ok(30));
+        assert!(!marker.exists());
+        // m2 comes back healthy and releases; m1 takes the slot and reboots.
+        let mut released2 = false;
+        view.lock().unwrap().current_operation = Status::Idle.name().into();
+        tick(&cfg("m2"), &mut store, &mut released2, 0).unwrap();
+        assert!(released2);
+        assert!(Locker::new(&mut store, None)
+            .get()
+            .unwrap()
+            .holders
+            .is_empty());
+        view.lock().unwrap().current_operation = Status::UpdatedNeedReboot.name().into();
+        tick(&cfg("m1"), &mut store, &mut released, 0).unwrap();
+        assert_eq!(std::fs::read_to_string(&marker).unwrap(), "m1\n");
+        assert!(Locker::new(&mut store, None).get().unwrap().holds("m1"));
+        // After its reboot, m1 keeps the lock while its boot is on trial...
+        let mut fresh = false;
+        view.lock().unwrap().current_operation = Status::Idle.name().into();
+        view.lock().unwrap().boot = "assessing".into();
+        tick(&cfg("m1"), &mut store, &mut fresh, 0).unwrap();
+        assert!(Locker::new(&mut store, None).get().unwrap().holds("m1"));
+        // ...and releases it once the boot is healthy.
+        view.lock().unwrap().boot = "healthy".into();
+        tick(&cfg("m1"), &mut store, &mut fresh, 0).unwrap();
+        assert!(Locker::new(&mut store, None)
+            .get()
+            .unwrap()
+            .holders
+            .is_empty());
+    }
+
+    #[test]
+    fn reboot_strategy_respects_the_window() {
+        let t = tempfile::tempdir().unwrap();
+        let view = Arc::new(Mutex::new(StatusView {
+            current_operation: Status::UpdatedNeedReboot.name().into(),
+            boot: "healthy".into(),
+            ..StatusView::default()
+        }));
+        let sock = t.path().join("ue.sock");
+        fake_engine(&sock, view);
+        let marker = t.path().join("rebooted");
+        let cfg = Config {
+            strategy: Effective::Reboot,
+            window: Window::parse(Some("04:00"), Some("1h")).unwrap(),
+            group: None,
+            machine_id: "m".into(),
+            endpoints: String::new(),
+            reboot: vec!["touch".into(), marker.display().to_string()],
+            engine_socket: sock,
+        };
+        let mut released = false;
+        assert_eq!(
+            tick(&cfg, &mut MemStore::default(), &mut released, 3 * 3600),
+            Ok(300)
+        );
+        assert!(!marker.exists());
+        tick(&cfg, &mut MemStore::default(), &mut released, 4 * 3600 + 1).unwrap();
+        assert!(marker.exists());
     }
 }
