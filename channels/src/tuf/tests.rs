@@ -390,3 +390,48 @@ fn duplicate_signatures_count_once() {
         "{e}"
     );
 }
+
+#[test]
+fn mutated_metadata_is_refused_or_means_the_same() {
+    let keys = test_keys(1);
+    let mut s = fresh(&keys);
+    s.publish(&keys, "1.1.0", NOW, Lifetimes::default())
+        .unwrap();
+    let good = client(&s).refresh(&mut s.clone(), NOW).unwrap();
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut accepted = 0;
+    for file in [
+        "timestamp.json",
+        "snapshot.json",
+        "targets.json",
+        "root.json",
+    ] {
+        for _ in 0..100 {
+            let mut bad = s.clone();
+            let bytes = bad.0.get_mut(file).unwrap();
+            let at = (next() % bytes.len() as u64) as usize;
+            bytes[at] = (next() % 256) as u8;
+            let root = bad.0["root.json"].clone();
+            // Never a panic; either an error or exactly the genuine content (e.g. a changed
+            // space between JSON tokens).
+            let r = Trusted::new(&root, Seen::default()).and_then(|mut c| c.refresh(&mut bad, NOW));
+            if let Ok(t) = r {
+                assert_eq!(
+                    t, good,
+                    "{file} byte {at} changed the meaning and was accepted"
+                );
+                accepted += 1;
+            }
+        }
+    }
+    assert!(
+        accepted < 200,
+        "{accepted} of 400 mutations accepted: most must be refused"
+    );
+}
