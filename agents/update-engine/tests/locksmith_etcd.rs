@@ -1,9 +1,9 @@
-//! The locksmith semaphore against a real etcd 3.4 (`--enable-v2`) on 127.0.0.1: the same
+//! The locksmith semaphore against crust kv and a real etcd 3.4 (`--enable-v2`) on 127.0.0.1: the same
 //! conformance suite the in-memory store passes, and a race of several machines for one slot.
 //! Skipped (with a message) when `etcd` is not installed (`scripts/setup` installs it).
 #![allow(clippy::unwrap_used)]
 
-use crust_update_engine::locksmith::etcd::EtcdV2;
+use crust_update_engine::locksmith::etcd::connect;
 use crust_update_engine::locksmith::semaphore::{conformance, LockError, Locker, SemError};
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -84,8 +84,8 @@ fn etcd() -> Option<Etcd> {
 #[test]
 fn real_etcd_passes_the_semaphore_suite_and_never_double_grants() {
     let Some(e) = etcd() else { return };
-    conformance(EtcdV2::parse(&e.url).unwrap(), None).unwrap();
-    conformance(EtcdV2::parse(&e.url).unwrap(), Some("workers")).unwrap();
+    conformance(connect(&e.url).unwrap(), None).unwrap();
+    conformance(connect(&e.url).unwrap(), Some("workers")).unwrap();
     // The stored value is locksmith's JSON.
     let u = crust_update_engine::http::Url::parse(&format!(
         "{}/v2/keys/coreos.com/updateengine/rebootlock/semaphore",
@@ -108,7 +108,7 @@ fn real_etcd_passes_the_semaphore_suite_and_never_double_grants() {
         .map(|i| {
             let url = e.url.clone();
             std::thread::spawn(move || {
-                let mut l = Locker::new(EtcdV2::parse(&url).unwrap(), Some("race"));
+                let mut l = Locker::new(connect(&url).unwrap(), Some("race"));
                 match l.lock(&format!("machine-{i}")) {
                     Ok(_) => true,
                     Err(LockError::Sem(SemError::Full { .. })) => false,
@@ -121,8 +121,36 @@ fn real_etcd_passes_the_semaphore_suite_and_never_double_grants() {
         .map(|h| h.join().unwrap())
         .collect();
     assert_eq!(winners.iter().filter(|w| **w).count(), 1, "{winners:?}");
-    let s = Locker::new(EtcdV2::parse(&e.url).unwrap(), Some("race"))
+    let s = Locker::new(connect(&e.url).unwrap(), Some("race"))
         .get()
         .unwrap();
     assert_eq!((s.semaphore, s.holders.len()), (0, 1));
+}
+
+/// The same suite and race against crust kv (single member, on 127.0.0.1), which machines run
+/// as etcd2.service.
+#[test]
+fn crust_kv_passes_the_semaphore_suite_and_never_double_grants() {
+    let kv = crust_kv::local::spawn_thread("127.0.0.1:0", "locksmith-test").unwrap();
+    let url = format!("http://{}", kv.addr);
+    conformance(connect(&url).unwrap(), None).unwrap();
+    conformance(connect(&url).unwrap(), Some("workers")).unwrap();
+    let winners = (0..8)
+        .map(|i| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let mut l = Locker::new(connect(&url).unwrap(), Some("race"));
+                match l.lock(&format!("machine-{i}")) {
+                    Ok(_) => true,
+                    Err(LockError::Sem(SemError::Full { .. })) => false,
+                    Err(e) => panic!("{e}"),
+                }
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .filter(|w| *w)
+        .count();
+    assert_eq!(winners, 1);
 }

@@ -1,7 +1,7 @@
 //! `crustctl locksmith status|lock|unlock [ID]|set-max N [--endpoint URLS] [--group G]`, like
 //! locksmithctl: reads and changes the reboot semaphore in etcd directly.
 
-use super::etcd::{EtcdV2, DEFAULT_ENDPOINT};
+use super::etcd::{connect, DEFAULT_ENDPOINT};
 use super::semaphore::{LockStore, Locker};
 use std::io::Write;
 
@@ -27,7 +27,7 @@ pub fn run(args: &[String]) -> i32 {
             _ => words.push(a.as_str()),
         }
     }
-    let store = match EtcdV2::parse(&endpoint) {
+    let store = match connect(&endpoint) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("crustctl locksmith: {e}");

@@ -4,7 +4,7 @@
 //! when etcd is configured. After the reboot, the lock is released once update-engine reports
 //! the boot healthy, so a bad release cannot take the next machine down.
 
-use super::etcd::{EtcdV2, DEFAULT_ENDPOINT};
+use super::etcd::{connect, DEFAULT_ENDPOINT};
 use super::semaphore::{LockError, LockStore, Locker, SemError};
 use super::strategy::{decide, resolve, Action, Effective};
 use super::window::Window;
@@ -152,7 +152,7 @@ pub fn run(_argv: &[String]) -> i32 {
         "locksmithd: strategy {:?}, window {:?}, group {:?}",
         cfg.strategy, cfg.window, cfg.group
     );
-    let mut store = match EtcdV2::parse(&cfg.endpoints) {
+    let mut store = match connect(&cfg.endpoints) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("locksmithd: LOCKSMITHD_ENDPOINT: {e}");

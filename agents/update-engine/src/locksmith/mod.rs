@@ -5,7 +5,7 @@
 //! - [`window`]: reboot windows (`REBOOT_WINDOW_START` like `Thu 04:00`, `REBOOT_WINDOW_LENGTH`
 //!   like `1h30m`).
 //! - [`strategy`]: what to do now, given the strategy, the window and the update state (pure).
-//! - [`etcd`]: the etcd v2 HTTP API as a `LockStore`.
+//! - [`etcd`]: etcd (v2 API, through crust kv's client) as a `LockStore`.
 //! - [`daemon`]: `crust-agent locksmithd`; [`ctl`]: `crustctl locksmith status|lock|unlock|set-max`.
 
 pub mod ctl;
