@@ -81,8 +81,30 @@ pub fn args(key: &Path, port: u16) -> Vec<String> {
     a
 }
 
-/// Runs `cmd` on a node over SSH and collects its output (stderr appended to stdout).
+/// Runs `cmd` on a node over SSH and collects its output (stderr appended to stdout). A node
+/// that is ready may still be making its host keys: a connection that the server resets or
+/// refuses is tried again for up to 30 s.
 pub fn run(ssh: &Path, key: &Path, port: u16, cmd: &str) -> Result<ExecOutput> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let out = run_once(ssh, key, port, cmd)?;
+        let not_up = out.status == 255
+            && [
+                "kex_exchange_identification",
+                "Connection refused",
+                "Connection reset",
+                "Connection closed",
+            ]
+            .iter()
+            .any(|s| out.stdout.contains(s));
+        if !not_up || std::time::Instant::now() > deadline {
+            return Ok(out);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
+fn run_once(ssh: &Path, key: &Path, port: u16, cmd: &str) -> Result<ExecOutput> {
     let out = Command::new(ssh)
         .args(args(key, port))
         .arg("--")

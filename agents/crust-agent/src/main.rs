@@ -49,7 +49,11 @@ fn run_agent(name: &str, argv: &[String]) -> i32 {
         "crustctl" if argv.get(1).map(String::as_str) == Some("kv") => {
             crust_kv::ctl::run(&argv[2..])
         }
+        "crustctl" if argv.get(1).map(String::as_str) == Some("cloud-config") => {
+            cloud_config_validate(&argv[2..])
+        }
         "crustctl" => crust_init::ctl::run(&argv[1..]),
+        "cloudinit" => crust_init::cloudinit::main(&argv[1..]),
         "update-engine" => crust_update_engine::daemon::run(argv),
         "locksmithd" => crust_update_engine::locksmith::daemon::run(argv),
         n if NOT_YET.contains(&n) => {
@@ -59,6 +63,33 @@ fn run_agent(name: &str, argv: &[String]) -> i32 {
         n => {
             eprintln!("crust-agent: unknown agent {n:?} (agents: init, crustctl)");
             2
+        }
+    }
+}
+
+/// `crustctl cloud-config validate FILE`: the same check and output as `crust validate-config`.
+fn cloud_config_validate(args: &[String]) -> i32 {
+    let [verb, file] = args else {
+        eprintln!("usage: crustctl cloud-config validate FILE");
+        return 2;
+    };
+    if verb != "validate" {
+        eprintln!("usage: crustctl cloud-config validate FILE");
+        return 2;
+    }
+    match std::fs::read(file) {
+        Ok(bytes) => {
+            let v = crust_common::cloudconfig::validate(&String::from_utf8_lossy(&bytes));
+            print!("{}", v.render(file));
+            if v.is_ok() {
+                0
+            } else {
+                1
+            }
+        }
+        Err(e) => {
+            eprintln!("crustctl: cannot read {file}: {e}; check the path");
+            1
         }
     }
 }

@@ -11,6 +11,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod bless;
+pub mod cloudinit;
 pub mod console;
 pub mod ctl;
 pub mod disks;

@@ -395,7 +395,7 @@ impl<'k> Init<'k> {
         Status {
             version: self.version.clone(),
             slot: self.slot_letter(),
-            hostname: self.hostname.clone(),
+            hostname: current_hostname().unwrap_or_else(|| self.hostname.clone()),
             ready: self.ready,
             uptime_ms: uptime_ms(),
             state: if self.stopping { "stopping" } else { "running" }.into(),
@@ -417,7 +417,7 @@ impl<'k> Init<'k> {
         let ready = Ready {
             version: self.version.clone(),
             slot: self.slot_letter(),
-            hostname: self.hostname.clone(),
+            hostname: current_hostname().unwrap_or_else(|| self.hostname.clone()),
             units: self.mgr.active_names(),
             uptime_ms: uptime_ms(),
         };
@@ -693,6 +693,11 @@ pub fn populate_etc(defaults: &Path, etc: &Path) -> io::Result<usize> {
             }
         } else if !exists {
             fs::copy(&from, &to)?;
+            // Git does not keep modes beyond +x, so the password hashes' files are made
+            // private here whatever mode the image carries.
+            if matches!(e.file_name().to_str(), Some("shadow" | "gshadow")) {
+                fs::set_permissions(&to, fs::Permissions::from_mode(0o600))?;
+            }
             made += 1;
         }
     }
@@ -706,6 +711,14 @@ pub fn link_os_release(etc: &Path) -> io::Result<()> {
         std::os::unix::fs::symlink("../usr/lib/os-release", &p)?;
     }
     Ok(())
+}
+
+/// The kernel's hostname now (cloud-config or DHCP may have changed it since boot).
+fn current_hostname() -> Option<String> {
+    nix::unistd::gethostname()
+        .ok()
+        .map(|h| h.to_string_lossy().into_owned())
+        .filter(|h| !h.is_empty())
 }
 
 pub fn read_hostname(path: &Path) -> String {

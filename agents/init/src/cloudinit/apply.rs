@@ -1,0 +1,384 @@
+//! Turning a validated cloud-config plus metadata into file operations (pure: [`plan`]), and
+//! carrying them out under a root directory ([`apply`]) with temp file + rename, so a failure
+//! part-way never leaves a half-written file.
+
+use crust_common::cloudconfig as convert;
+use crust_common::cloudconfig::{CloudConfig, EtcHosts};
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use super::source::MetaData;
+
+/// User `core`, as on CoreOS.
+pub const CORE_UID: u32 = 500;
+pub const CORE_GID: u32 = 500;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileOp {
+    Write {
+        path: String,
+        data: Vec<u8>,
+        mode: u32,
+        owner: Option<String>,
+    },
+    Symlink {
+        path: String,
+        target: String,
+    },
+    Dir {
+        path: String,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+}
+
+/// A unit command to send once the files are in place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Command {
+    pub verb: &'static str,
+    pub unit: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub hostname: Option<String>,
+    pub files: Vec<FileOp>,
+    pub commands: Vec<Command>,
+    /// Whether systemd-networkd should reread its files (a .network/.netdev/.link was written).
+    pub network_changed: bool,
+}
+
+fn unit_dir(runtime: bool) -> &'static str {
+    if runtime {
+        "/run/systemd/system"
+    } else {
+        "/etc/systemd/system"
+    }
+}
+
+/// `WantedBy=` targets of a unit's [Install] section (default multi-user.target).
+fn wanted_by(content: &str) -> Vec<String> {
+    let mut in_install = false;
+    let mut out = Vec::new();
+    for line in content.lines() {
+        let l = line.trim();
+        if l.starts_with('[') {
+            in_install = l == "[Install]";
+            continue;
+        }
+        if in_install {
+            if let Some(v) = l.strip_prefix("WantedBy=") {
+                out.extend(v.split_whitespace().map(str::to_string));
+            }
+        }
+    }
+    out
+}
+
+/// Everything the document and metadata ask for. `passwd` is the current /etc/passwd (to
+/// know whether `core` exists). Fails only on data that cannot be decoded.
+pub fn plan(cfg: &CloudConfig, meta: &MetaData, update_conf_base: &str) -> Result<Plan, String> {
+    let mut p = Plan {
+        hostname: cfg.hostname.clone().or_else(|| meta.hostname.clone()),
+        ..Plan::default()
+    };
+    // write_files first (decoded here so a bad encoding stops everything before any write).
+    for f in &cfg.write_files {
+        let data = f
+            .decoded()
+            .map_err(|e| format!("write_files {}: {e}", f.path))?;
+        p.files.push(FileOp::Write {
+            path: f.path.clone(),
+            data,
+            mode: f.mode(),
+            owner: f.owner.clone(),
+        });
+    }
+    // Keys for core: metadata keys and ssh_authorized_keys, once each.
+    let mut keys: Vec<String> = Vec::new();
+    for k in meta.public_keys.iter().chain(&cfg.ssh_authorized_keys) {
+        let k = k.trim().to_string();
+        if !k.is_empty() && !keys.contains(&k) {
+            keys.push(k);
+        }
+    }
+    if !keys.is_empty() {
+        p.files.push(FileOp::Dir {
+            path: "/home/core/.ssh".into(),
+            mode: 0o700,
+            uid: CORE_UID,
+            gid: CORE_GID,
+        });
+        p.files.push(FileOp::Write {
+            path: "/home/core/.ssh/authorized_keys".into(),
+            data: (keys.join("\n") + "\n").into_bytes(),
+            mode: 0o600,
+            owner: Some("core:core".into()),
+        });
+    }
+    if let Some(EtcHosts::Localhost) = cfg.manage_etc_hosts {
+        let host = p.hostname.clone().unwrap_or_else(|| "localhost".into());
+        p.files.push(FileOp::Write {
+            path: "/etc/hosts".into(),
+            data: format!("127.0.0.1 {host} localhost\n::1 {host} localhost\n").into_bytes(),
+            mode: 0o644,
+            owner: None,
+        });
+    }
+    for u in &cfg.coreos.units {
+        let network = [".network", ".netdev", ".link"]
+            .iter()
+            .any(|s| u.name.ends_with(s));
+        let dir = if network {
+            if u.runtime {
+                "/run/systemd/network"
+            } else {
+                "/etc/systemd/network"
+            }
+        } else {
+            unit_dir(u.runtime)
+        };
+        if u.mask {
+            p.files.push(FileOp::Symlink {
+                path: format!("{dir}/{}", u.name),
+                target: "/dev/null".into(),
+            });
+            continue;
+        }
+        if let Some(content) = &u.content {
+            p.files.push(FileOp::Write {
+                path: format!("{dir}/{}", u.name),
+                data: content.clone().into_bytes(),
+                mode: 0o644,
+                owner: None,
+            });
+            if network {
+                p.network_changed = true;
+            }
+            if u.enable {
+                let targets = wanted_by(content);
+                for t in if targets.is_empty() {
+                    vec!["multi-user.target".to_string()]
+                } else {
+                    targets
+                } {
+                    p.files.push(FileOp::Symlink {
+                        path: format!("{dir}/{t}.wants/{}", u.name),
+                        target: format!("../{}", u.name),
+                    });
+                }
+            }
+        }
+        for d in &u.drop_ins {
+            p.files.push(FileOp::Write {
+                path: format!("{}/{}.d/{}", unit_dir(u.runtime), u.name, d.name),
+                data: d.content.clone().into_bytes(),
+                mode: 0o644,
+                owner: None,
+            });
+        }
+        if let Some(c) = u.command {
+            use crust_common::cloudconfig::UnitCommand as C;
+            let verb = match c {
+                C::Start => "start",
+                C::Stop => "stop",
+                C::Restart | C::Reload | C::ReloadOrRestart => "restart",
+                C::TryRestart | C::ReloadOrTryRestart => "try-restart",
+            };
+            p.commands.push(Command {
+                verb,
+                unit: u.name.clone(),
+            });
+        }
+    }
+    let g = convert::generate(&cfg.coreos, update_conf_base);
+    for d in &g.dropins {
+        p.files.push(FileOp::Write {
+            path: format!("{}/{}", unit_dir(d.runtime), d.relative_path()),
+            data: d.content.clone().into_bytes(),
+            mode: 0o644,
+            owner: None,
+        });
+    }
+    for f in &g.files {
+        p.files.push(FileOp::Write {
+            path: f.path.clone(),
+            data: f.content.clone().into_bytes(),
+            mode: f.mode,
+            owner: None,
+        });
+    }
+    if let Some(oem) = &cfg.coreos.oem {
+        let mut s = String::new();
+        for (k, v) in [
+            ("ID", &oem.id),
+            ("NAME", &oem.name),
+            ("VERSION_ID", &oem.version_id),
+            ("HOME_URL", &oem.home_url),
+            ("BUG_REPORT_URL", &oem.bug_report_url),
+        ] {
+            if let Some(v) = v {
+                s.push_str(&format!("{k}={v}\n"));
+            }
+        }
+        p.files.push(FileOp::Write {
+            path: "/etc/oem-release".into(),
+            data: s.into_bytes(),
+            mode: 0o644,
+            owner: None,
+        });
+    }
+    for a in &g.actions {
+        let verb = if a.mask { "stop" } else { "restart" };
+        p.commands.push(Command {
+            verb,
+            unit: a.unit.clone(),
+        });
+    }
+    if p.network_changed {
+        p.commands.push(Command {
+            verb: "try-restart",
+            unit: "systemd-networkd.service".into(),
+        });
+    }
+    Ok(p)
+}
+
+fn under(root: &Path, path: &str) -> PathBuf {
+    root.join(path.trim_start_matches('/'))
+}
+
+/// `user[:group]` to ids from the passwd and group files under `root`.
+pub fn resolve_owner(root: &Path, owner: &str) -> Result<(u32, u32), String> {
+    let (user, group) = owner.split_once(':').unwrap_or((owner, ""));
+    let passwd = std::fs::read_to_string(under(root, "/etc/passwd")).unwrap_or_default();
+    let groups = std::fs::read_to_string(under(root, "/etc/group")).unwrap_or_default();
+    let field = |text: &str, name: &str, idx: usize| -> Option<u32> {
+        text.lines()
+            .map(|l| l.split(':').collect::<Vec<_>>())
+            .find(|f| f.first() == Some(&name))
+            .and_then(|f| f.get(idx)?.parse().ok())
+    };
+    let uid = user
+        .parse()
+        .ok()
+        .or_else(|| field(&passwd, user, 2))
+        .ok_or_else(|| format!("owner {owner:?}: no user {user:?} in /etc/passwd"))?;
+    let gid = if group.is_empty() {
+        field(&passwd, user, 3).unwrap_or(uid)
+    } else {
+        group
+            .parse()
+            .ok()
+            .or_else(|| field(&groups, group, 2))
+            .ok_or_else(|| format!("owner {owner:?}: no group {group:?} in /etc/group"))?
+    };
+    Ok((uid, gid))
+}
+
+/// Makes sure user `core` exists (uid/gid 500, home /home/core, shell /bin/sh, no password).
+pub fn ensure_core(root: &Path) -> Result<(), String> {
+    let add = |file: &str, line: &str, mode: u32| -> Result<(), String> {
+        let path = under(root, file);
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        if text.lines().any(|l| l.starts_with("core:")) {
+            return Ok(());
+        }
+        let mut new = text;
+        if !new.is_empty() && !new.ends_with('\n') {
+            new.push('\n');
+        }
+        new.push_str(line);
+        new.push('\n');
+        write_atomic(&path, new.as_bytes(), mode)
+    };
+    add(
+        "/etc/passwd",
+        "core:x:500:500:CoreOS Admin:/home/core:/bin/sh",
+        0o644,
+    )?;
+    add("/etc/group", "core:x:500:", 0o644)?;
+    add("/etc/shadow", "core:*:1::::::", 0o600)?;
+    let home = under(root, "/home/core");
+    std::fs::create_dir_all(&home).map_err(|e| format!("creating {}: {e}", home.display()))?;
+    let _ = nix::unistd::chown(&home, Some(CORE_UID.into()), Some(CORE_GID.into()));
+    Ok(())
+}
+
+fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), String> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.cloudinit-tmp"));
+    let mut f =
+        std::fs::File::create(&tmp).map_err(|e| format!("writing {}: {e}", tmp.display()))?;
+    f.write_all(data)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| format!("writing {}: {e}", tmp.display()))?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("chmod {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("renaming into {}: {e}", path.display()))
+}
+
+/// Carries the file operations out under `root`. Owners are resolved first, so an unknown
+/// owner stops before anything is written.
+pub fn apply(root: &Path, plan: &Plan) -> Result<(), String> {
+    let needs_core = plan.files.iter().any(|f| match f {
+        FileOp::Write { owner: Some(o), .. } => o.starts_with("core"),
+        FileOp::Dir { uid, .. } => *uid == CORE_UID,
+        _ => false,
+    });
+    if needs_core {
+        ensure_core(root)?;
+    }
+    let mut owners = Vec::new();
+    for f in &plan.files {
+        owners.push(match f {
+            FileOp::Write { owner: Some(o), .. } => Some(resolve_owner(root, o)?),
+            _ => None,
+        });
+    }
+    for (f, owner) in plan.files.iter().zip(owners) {
+        match f {
+            FileOp::Write {
+                path, data, mode, ..
+            } => {
+                let p = under(root, path);
+                write_atomic(&p, data, *mode)?;
+                if let Some((uid, gid)) = owner {
+                    nix::unistd::chown(&p, Some(uid.into()), Some(gid.into()))
+                        .map_err(|e| format!("chown {}: {e}", p.display()))?;
+                }
+            }
+            FileOp::Symlink { path, target } => {
+                let p = under(root, path);
+                if let Some(d) = p.parent() {
+                    std::fs::create_dir_all(d)
+                        .map_err(|e| format!("creating {}: {e}", d.display()))?;
+                }
+                let _ = std::fs::remove_file(&p);
+                std::os::unix::fs::symlink(target, &p)
+                    .map_err(|e| format!("linking {} -> {target}: {e}", p.display()))?;
+            }
+            FileOp::Dir {
+                path,
+                mode,
+                uid,
+                gid,
+            } => {
+                let p = under(root, path);
+                std::fs::create_dir_all(&p)
+                    .map_err(|e| format!("creating {}: {e}", p.display()))?;
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode))
+                    .map_err(|e| format!("chmod {}: {e}", p.display()))?;
+                let _ = nix::unistd::chown(&p, Some((*uid).into()), Some((*gid).into()));
+            }
+        }
+    }
+    Ok(())
+}
