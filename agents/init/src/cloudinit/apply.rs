@@ -382,3 +382,155 @@ pub fn apply(root: &Path, plan: &Plan) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crust_common::cloudconfig::parse;
+
+    fn cfg(text: &str) -> CloudConfig {
+        parse(text).unwrap().0
+    }
+
+    #[test]
+    fn plans_files_units_keys_and_dropins() {
+        let c = cfg(r#"#cloud-config
+hostname: web1
+ssh_authorized_keys:
+  - ssh-ed25519 AAAA user
+write_files:
+  - path: /etc/a.txt
+    permissions: "0600"
+    owner: core:core
+    content: hello
+  - path: /etc/b.bin
+    encoding: b64
+    content: aGk=
+manage_etc_hosts: localhost
+coreos:
+  etcd2:
+    name: node1
+    advertise_client_urls: http://10.0.0.1:2379
+  units:
+    - name: hello.service
+      command: start
+      enable: true
+      content: |
+        [Service]
+        ExecStart=/bin/true
+        [Install]
+        WantedBy=multi-user.target
+    - name: bad.service
+      mask: true
+    - name: 10-static.network
+      runtime: true
+      content: |
+        [Match]
+        Name=eth0
+    - name: docker.service
+      drop_ins:
+        - name: 50-opts.conf
+          content: "[Service]\nEnvironment=X=1\n"
+"#);
+        let meta = MetaData {
+            hostname: Some("ignored".into()),
+            public_keys: vec!["ssh-ed25519 AAAA user".into(), "ssh-rsa BBBB meta".into()],
+            ..MetaData::default()
+        };
+        let p = plan(&c, &meta, "").unwrap();
+        assert_eq!(p.hostname.as_deref(), Some("web1"));
+        let write = |path: &str| {
+            p.files.iter().find_map(|f| match f {
+                FileOp::Write {
+                    path: q,
+                    data,
+                    mode,
+                    ..
+                } if q == path => Some((data.clone(), *mode)),
+                _ => None,
+            })
+        };
+        assert_eq!(write("/etc/a.txt"), Some((b"hello".to_vec(), 0o600)));
+        assert_eq!(write("/etc/b.bin"), Some((b"hi".to_vec(), 0o644)));
+        // Metadata keys first, duplicates once.
+        assert_eq!(
+            write("/home/core/.ssh/authorized_keys").unwrap().0,
+            b"ssh-ed25519 AAAA user\nssh-rsa BBBB meta\n"
+        );
+        assert!(write("/etc/hosts")
+            .unwrap()
+            .0
+            .starts_with(b"127.0.0.1 web1 localhost"));
+        assert!(write("/etc/systemd/system/hello.service").is_some());
+        assert!(write("/run/systemd/network/10-static.network").is_some());
+        assert!(write("/etc/systemd/system/docker.service.d/50-opts.conf").is_some());
+        let etcd = write("/run/systemd/system/etcd2.service.d/20-cloudinit.conf")
+            .unwrap()
+            .0;
+        assert!(String::from_utf8_lossy(&etcd).contains("ETCD_NAME=node1"));
+        assert!(p.files.contains(&FileOp::Symlink {
+            path: "/etc/systemd/system/bad.service".into(),
+            target: "/dev/null".into()
+        }));
+        assert!(p.files.contains(&FileOp::Symlink {
+            path: "/etc/systemd/system/multi-user.target.wants/hello.service".into(),
+            target: "../hello.service".into()
+        }));
+        assert!(p.network_changed);
+        let verbs: Vec<(&str, &str)> = p
+            .commands
+            .iter()
+            .map(|c| (c.verb, c.unit.as_str()))
+            .collect();
+        assert_eq!(
+            verbs,
+            [
+                ("start", "hello.service"),
+                ("try-restart", "systemd-networkd.service")
+            ]
+        );
+    }
+
+    #[test]
+    fn applies_under_a_root_and_resolves_owners() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("etc")).unwrap();
+        std::fs::write(
+            root.path().join("etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\n",
+        )
+        .unwrap();
+        std::fs::write(root.path().join("etc/group"), "root:x:0:\n").unwrap();
+        let p = plan(
+            &cfg("#cloud-config\nwrite_files:\n  - path: /etc/x/y.conf\n    content: v\n    owner: root:root\n"),
+            &MetaData { public_keys: vec!["ssh-ed25519 K".into()], ..MetaData::default() },
+            "",
+        )
+        .unwrap();
+        apply(root.path(), &p).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(root.path().join("etc/x/y.conf")).unwrap(),
+            "v"
+        );
+        // core was added because its keys were asked for.
+        let passwd = std::fs::read_to_string(root.path().join("etc/passwd")).unwrap();
+        assert!(passwd.contains("core:x:500:500:"), "{passwd}");
+        let keys = root.path().join("home/core/.ssh/authorized_keys");
+        assert_eq!(std::fs::read_to_string(&keys).unwrap(), "ssh-ed25519 K\n");
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(std::fs::metadata(&keys).unwrap().mode() & 0o777, 0o600);
+        assert!(resolve_owner(root.path(), "nobody:root")
+            .unwrap_err()
+            .contains("no user"));
+        assert_eq!(resolve_owner(root.path(), "core").unwrap(), (500, 500));
+        // An unknown owner stops before anything is written.
+        let bad = plan(
+            &cfg("#cloud-config\nwrite_files:\n  - path: /etc/first\n    content: a\n  - path: /etc/second\n    content: b\n    owner: ghost\n"),
+            &MetaData::default(),
+            "",
+        )
+        .unwrap();
+        assert!(apply(root.path(), &bad).unwrap_err().contains("ghost"));
+        assert!(!root.path().join("etc/first").exists());
+    }
+}
