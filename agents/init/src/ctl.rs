@@ -175,6 +175,9 @@ pub fn render(request: &Request, resp: &Response) -> String {
         for u in units {
             let pid = u.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
             out.push_str(&format!("{:<32} {:<13} {:>7}", u.name, u.state, pid));
+            if u.restarts > 0 {
+                out.push_str(&format!("  restarts={}", u.restarts));
+            }
             if let Some(r) = &u.reason {
                 out.push_str(&format!("  ({r})"));
             }
@@ -201,6 +204,7 @@ mod tests {
                 state: "active".into(),
                 pid: Some(42),
                 reason: None,
+                restarts: 2,
             }]),
             ..Response::default()
         };

@@ -6,6 +6,9 @@ use crust_common::unit::{ServiceType, Unit};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+/// Units whose failure does not hold readiness back (see [`Manager::all_active`]).
+pub const NOT_BOOT_CRITICAL: &[&str] = &["cloudinit.service"];
+
 /// More starts than this within [`START_LIMIT_WINDOW_MS`] fail the unit (systemd's default).
 pub const START_LIMIT: usize = 5;
 pub const START_LIMIT_WINDOW_MS: u64 = 10_000;
@@ -81,6 +84,13 @@ pub struct UnitStatus {
     pub pid: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Automatic restarts since boot.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub restarts: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 struct Managed {
@@ -94,6 +104,8 @@ struct Managed {
     wanted: bool,
     /// Start again once the stop under way ends (`restart`).
     start_after_stop: bool,
+    /// Automatic restarts so far (Restart=).
+    restarts: u32,
     /// After= edges kept after cycle breaking, as indexes.
     after: Vec<usize>,
     requires: Vec<usize>,
@@ -136,6 +148,7 @@ impl Manager {
                     starts: VecDeque::new(),
                     wanted: true,
                     start_after_stop: false,
+                    restarts: 0,
                     after,
                     requires,
                 }
@@ -197,7 +210,13 @@ impl Manager {
                         .iter()
                         .all(|&a| self.units[a].state.settled())
                 }
-                State::AutoRestart { at_ms } => *at_ms <= now_ms,
+                State::AutoRestart { at_ms } => {
+                    let due = *at_ms <= now_ms;
+                    if due {
+                        self.units[i].restarts += 1;
+                    }
+                    due
+                }
                 _ => false,
             };
             if ready {
@@ -304,9 +323,16 @@ impl Manager {
         std::mem::take(&mut self.new_failures)
     }
 
-    /// Every wanted unit reached active at least once and none is waiting to.
+    /// Every wanted unit reached active at least once and none is waiting to. A failed unit
+    /// of [`NOT_BOOT_CRITICAL`] does not count: bad user data is the user's error, reported on
+    /// the console and by `crustctl`, and must not keep the OS from being blessed (an unblessed
+    /// boot would roll the machine back to the other slot).
     pub fn all_active(&self) -> bool {
-        self.units.iter().filter(|m| m.wanted).all(|m| m.was_active)
+        self.units.iter().filter(|m| m.wanted).all(|m| {
+            m.was_active
+                || (NOT_BOOT_CRITICAL.contains(&m.unit.name.as_str())
+                    && matches!(m.state, State::Failed { .. }))
+        })
     }
 
     fn position(&self, name: &str) -> Option<usize> {
@@ -332,6 +358,7 @@ impl Manager {
                     starts: VecDeque::new(),
                     wanted: false,
                     start_after_stop: false,
+                    restarts: 0,
                     after: Vec::new(),
                     requires: Vec::new(),
                 }),
@@ -545,6 +572,7 @@ impl Manager {
                     State::Failed { reason } => Some(reason.clone()),
                     _ => None,
                 },
+                restarts: m.restarts,
             })
             .collect()
     }

@@ -1,0 +1,123 @@
+//! The service manager and cloud-config story of issue 4, end to end: a node boots from a
+//! cloud-config that sets its hostname, writes files and adds a looping unit with
+//! Restart=always RestartSec=2; the unit is active, killing its main process restarts it about
+//! 2 s later (the restart is counted in list-units), and `crustctl stop` also kills the child
+//! it forked. SSH (as core) sees what cloud-config wrote.
+
+use anyhow::{bail, Result};
+use crust_tests::Cluster;
+use std::time::{Duration, Instant};
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
+}
+
+/// The main pid of `unit` as list-units shows it.
+fn main_pid(c: &Cluster, unit: &str) -> Result<Option<u32>> {
+    let out = c.node(0).sh("crustctl list-units")?;
+    Ok(out
+        .lines()
+        .find(|l| l.starts_with(unit))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|p| p.parse().ok()))
+}
+
+#[test]
+fn cloud_config_unit_restarts_and_stop_kills_children() -> Result<()> {
+    let c = Cluster::of(1).cloud_config(fixture("units.yaml")).start()?;
+    let n = c.node(0);
+    assert_eq!(n.ssh("hostname")?.trim(), "story");
+    assert_eq!(
+        n.ssh("cat /etc/story/plain.txt")?,
+        "written by cloud-config\n"
+    );
+    assert_eq!(
+        n.sh("stat -c '%a %U' /etc/story/plain.txt")?.trim(),
+        "640 core"
+    );
+    assert_eq!(n.sh("cat /etc/story/encoded.txt")?, "encoded\n");
+    assert_eq!(n.sh("crustctl is-active loop.service")?.trim(), "active");
+
+    let first = main_pid(&c, "loop.service")?.expect("loop.service has a main pid");
+    let killed = Instant::now();
+    n.sh(&format!("kill -9 {first}"))?;
+    let second = loop {
+        if let Some(p) = main_pid(&c, "loop.service")?.filter(|&p| p != first) {
+            break p;
+        }
+        if killed.elapsed() > Duration::from_secs(30) {
+            bail!("loop.service was not restarted within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let took = killed.elapsed();
+    eprintln!(
+        "restarted as pid {second} after {:.1} s",
+        took.as_secs_f64()
+    );
+    assert!(
+        took >= Duration::from_millis(1800),
+        "restarted too early: {took:?}"
+    );
+    let listing = n.sh("crustctl list-units")?;
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.starts_with("loop.service") && l.contains("restarts=1")),
+        "{listing}"
+    );
+
+    // stop takes the forked child with it.
+    let child = n.sh("cat /run/loop-child.pid")?.trim().to_string();
+    assert_eq!(
+        n.exec(&format!("kill -0 {child}"))?.status,
+        0,
+        "child not running"
+    );
+    n.sh("crustctl stop loop.service")?;
+    assert_eq!(
+        n.exec("crustctl is-active loop.service")?.stdout.trim(),
+        "inactive"
+    );
+    let t = Instant::now();
+    while n.exec(&format!("kill -0 {child}"))?.status == 0 {
+        if t.elapsed() > Duration::from_secs(15) {
+            bail!("the forked child {child} outlived crustctl stop");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // And it stays stopped: no restart after a stop.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        n.exec("crustctl is-active loop.service")?.stdout.trim(),
+        "inactive"
+    );
+    n.sh("crustctl start loop.service")?;
+    assert_eq!(n.sh("crustctl is-active loop.service")?.trim(), "active");
+    Ok(())
+}
+
+#[test]
+fn malformed_cloud_config_applies_nothing_and_still_boots() -> Result<()> {
+    // A valid write_files entry next to an error: neither may be applied.
+    let c = Cluster::of(1)
+        .via_fw_cfg()
+        .user_data("#cloud-config\nwrite_files:\n  - path: /etc/half.txt\n    content: x\n  - path: /usr/lib/nope\n    content: y\nhostname: [not, a, string]\n")
+        .start()?;
+    let n = c.node(0);
+    assert_ne!(n.exec("test -e /etc/half.txt")?.status, 0, "half-applied");
+    assert_eq!(
+        n.exec("crustctl is-active cloudinit.service")?
+            .stdout
+            .trim(),
+        "failed"
+    );
+    let log = std::fs::read_to_string(n.inner().console_log())?;
+    assert!(
+        log.contains("nothing from the document was applied"),
+        "{log}"
+    );
+    Ok(())
+}
