@@ -766,6 +766,8 @@ pub fn load_units(dirs: &[PathBuf]) -> (Vec<Unit>, Vec<String>) {
 pub fn load_named(dirs: &[PathBuf], names: Vec<String>) -> (Vec<Unit>, Vec<String>) {
     let mut notes = Vec::new();
     let wanted = names;
+    // %H, %m and %b in unit files need the machine's facts.
+    let host = crust_common::unit::host_from_system();
     let mut seen = BTreeSet::new();
     let mut units = Vec::new();
     let mut queue: std::collections::VecDeque<String> = wanted.into();
@@ -773,7 +775,12 @@ pub fn load_named(dirs: &[PathBuf], names: Vec<String>) -> (Vec<Unit>, Vec<Strin
         if !seen.insert(name.clone()) {
             continue;
         }
-        let Some(path) = find_unit(dirs, &name) else {
+        // An instance (`a@x.service`) is defined by its template (`a@.service`).
+        let template = name
+            .split_once('@')
+            .and_then(|(p, rest)| rest.rsplit_once('.').map(|(_, t)| format!("{p}@.{t}")));
+        let found = find_unit(dirs, &name).or_else(|| template.and_then(|t| find_unit(dirs, &t)));
+        let Some(path) = found else {
             notes.push(format!(
                 "unit {name} is enabled or wanted but no file defines it in {}",
                 dirs_list(dirs)
@@ -790,7 +797,12 @@ pub fn load_named(dirs: &[PathBuf], names: Vec<String>) -> (Vec<Unit>, Vec<Strin
                 continue;
             }
         };
-        match Unit::from_text(&name, &text) {
+        let mut sources = vec![crust_common::unit::Source {
+            path: path.display().to_string(),
+            text,
+        }];
+        sources.extend(dropins(dirs, &name, &mut notes));
+        match Unit::from_sources(&name, &sources, &host) {
             Ok((unit, warnings)) => {
                 for w in warnings {
                     notes.push(format!("{}: {w}", path.display()));
@@ -806,6 +818,41 @@ pub fn load_named(dirs: &[PathBuf], names: Vec<String>) -> (Vec<Unit>, Vec<Strin
         }
     }
     (units, notes)
+}
+
+/// `NAME.d/*.conf` drop-ins from every unit directory, in file-name order; a file in a
+/// higher-precedence directory hides one of the same name below it (systemd's rule).
+fn dropins(
+    dirs: &[PathBuf],
+    name: &str,
+    notes: &mut Vec<String>,
+) -> Vec<crust_common::unit::Source> {
+    let mut by_name: std::collections::BTreeMap<String, PathBuf> =
+        std::collections::BTreeMap::new();
+    for dir in dirs.iter().rev() {
+        let Ok(rd) = fs::read_dir(dir.join(format!("{name}.d"))) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let file = e.file_name().to_string_lossy().into_owned();
+            if file.ends_with(".conf") {
+                by_name.insert(file, e.path());
+            }
+        }
+    }
+    by_name
+        .into_values()
+        .filter_map(|p| match fs::read_to_string(&p) {
+            Ok(text) => Some(crust_common::unit::Source {
+                path: p.display().to_string(),
+                text,
+            }),
+            Err(e) => {
+                notes.push(format!("reading {}: {e}", p.display()));
+                None
+            }
+        })
+        .collect()
 }
 
 fn find_unit(dirs: &[PathBuf], name: &str) -> Option<PathBuf> {
@@ -873,6 +920,50 @@ mod tests {
             .iter()
             .any(|n| n.contains("broken.service:2") && n.contains("Type=dbus")));
         assert!(notes.iter().any(|n| n.contains("ghost.service")));
+    }
+
+    #[test]
+    fn loads_dropins_templates_and_host_specifiers() {
+        let t = tempfile::tempdir().unwrap();
+        let etc = t.path().join("etc");
+        let usr = t.path().join("usr");
+        for d in [&etc, &usr] {
+            fs::create_dir_all(d).unwrap();
+        }
+        fs::write(
+            usr.join("web@.service"),
+            "[Service]\nExecStart=/bin/web %i %H\n",
+        )
+        .unwrap();
+        fs::create_dir_all(usr.join("web@a.service.d")).unwrap();
+        fs::create_dir_all(etc.join("web@a.service.d")).unwrap();
+        fs::write(
+            usr.join("web@a.service.d/10-env.conf"),
+            "[Service]\nEnvironment=A=usr\n",
+        )
+        .unwrap();
+        // Same name in a higher-precedence directory hides the lower one.
+        fs::write(
+            etc.join("web@a.service.d/10-env.conf"),
+            "[Service]\nEnvironment=A=etc\n",
+        )
+        .unwrap();
+        fs::write(
+            usr.join("web@a.service.d/20-more.conf"),
+            "[Service]\nEnvironment=B=2\n",
+        )
+        .unwrap();
+        let (units, notes) = load_named(&[etc, usr], vec!["web@a.service".into()]);
+        assert!(notes.is_empty(), "{notes:?}");
+        let u = &units[0];
+        assert_eq!(
+            u.exec_start[0].argv[..2],
+            ["/bin/web".to_string(), "a".to_string()]
+        );
+        assert_eq!(u.exec_start[0].argv.len(), 3, "%H expanded to the hostname");
+        let env: Vec<(String, String)> = u.environment.iter().cloned().collect();
+        assert!(env.contains(&("A".into(), "etc".into())), "{env:?}");
+        assert!(env.contains(&("B".into(), "2".into())), "{env:?}");
     }
 
     #[test]
