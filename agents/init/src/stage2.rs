@@ -961,7 +961,7 @@ mod tests {
             ["/bin/web".to_string(), "a".to_string()]
         );
         assert_eq!(u.exec_start[0].argv.len(), 3, "%H expanded to the hostname");
-        let env: Vec<(String, String)> = u.environment.iter().cloned().collect();
+        let env: Vec<(String, String)> = u.environment.to_vec();
         assert!(env.contains(&("A".into(), "etc".into())), "{env:?}");
         assert!(env.contains(&("B".into(), "2".into())), "{env:?}");
     }
