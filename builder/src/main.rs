@@ -108,8 +108,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Kv {
             command: KvCommand::Serve { listen, name },
         } => {
-            let server = crust_kv::local::spawn_thread(&listen, &name)
-                .map_err(|e| anyhow::anyhow!("listening on {listen}: {e}; pick another --listen"))?;
+            let server = crust_kv::local::spawn_thread(&listen, &name).map_err(|e| {
+                anyhow::anyhow!("listening on {listen}: {e}; pick another --listen")
+            })?;
             eprintln!(
                 "crust kv: serving the etcd v2 API on http://{} (Ctrl-C stops it)",
                 server.addr

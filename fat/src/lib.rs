@@ -48,7 +48,6 @@ impl TimeProvider for DosEpoch {
     }
 }
 
-
 /// FAT32 needs more clusters than this; fewer makes it FAT16 by definition.
 pub const FAT32_MIN_CLUSTERS: u64 = 65525;
 const SECTOR: u64 = 512;
@@ -425,7 +424,6 @@ pub fn list_dir<F: Read + Write + Seek>(mut dev: F, path: &str) -> Result<Vec<St
     names.sort();
     Ok(names)
 }
-
 
 #[cfg(test)]
 mod tests {
