@@ -1,5 +1,5 @@
-//! Three machines booted from one cloud-config on the cluster switch: each takes its static
-//! lease on eth0 and fills `$private_ipv4` with it, they reach each other, SSH works through the
+//! Three machines booted from one cloud-config on the cluster switch, with a discovery URL served
+//! from the host: each takes its static lease on eth0 and fills `$private_ipv4` with it, they reach each other, SSH works through the
 //! forwarded ports, a killed node stops answering while the others stay up and comes back with
 //! start, a partition really separates them and heal restores it.
 
@@ -37,7 +37,22 @@ fn fixture(name: &str) -> std::path::PathBuf {
 fn one_cloud_config_leases_ssh_kill_start_partition_and_heal() -> Result<()> {
     let c = Cluster::of(3)
         .cloud_config(fixture("cluster.yaml"))
+        .discovery()
         .start()?;
+    // Every node got the same fresh discovery URL, and it answers from inside the cluster with
+    // the size etcd's discovery protocol reads.
+    let url = c
+        .node(0)
+        .sh("cat /etc/crust-e2e/discovery")?
+        .trim()
+        .to_string();
+    assert!(
+        url.starts_with("http://10.0.2.100:2379/v2/keys/discovery/"),
+        "{url}"
+    );
+    assert_eq!(c.node(2).sh("cat /etc/crust-e2e/discovery")?.trim(), url);
+    let size = c.node(1).sh(&format!("wget -q -O - {url}/_config/size"))?;
+    assert!(size.contains(r#""value":"3""#), "{size}");
     for i in 0..3 {
         let ip = format!("10.0.0.{}", i + 1);
         assert_eq!(eth0_address(&c, i)?, format!("{ip}/24"));
