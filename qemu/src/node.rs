@@ -132,6 +132,23 @@ impl Node {
     /// Starts QEMU. Returns false if it was already running. The previous console log is kept
     /// as `console.log.1`; ready lines are counted from this start.
     pub fn start(&self) -> Result<bool> {
+        // Right after a power cut the kernel may still be closing the old QEMU's files, so its
+        // image lock can outlive the pid we waited for by a moment: try again briefly.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match self.start_once() {
+                Err(Error::QemuStart { detail, .. })
+                    if detail.contains("Failed to get \"write\" lock")
+                        && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn start_once(&self) -> Result<bool> {
         if self.is_running() {
             return Ok(false);
         }
