@@ -69,6 +69,21 @@ fn cloud_config_unit_restarts_and_stop_kills_children() -> Result<()> {
         "{listing}"
     );
 
+    // Status shows the service's cgroup and what it uses; the forked child is in it too.
+    let status = n.sh("crustctl status loop.service")?;
+    assert!(status.contains("State: active"), "{status}");
+    assert!(status.contains("Restarts: 1"), "{status}");
+    assert!(status.contains("Memory: "), "{status}");
+    assert!(
+        status.contains("CGroup: /sys/fs/cgroup/system.slice/loop.service"),
+        "{status}"
+    );
+    let procs = n.sh("cat /sys/fs/cgroup/system.slice/loop.service/cgroup.procs")?;
+    let child_now = n.sh("cat /run/loop-child.pid")?.trim().to_string();
+    assert!(procs.lines().any(|l| l.trim() == child_now), "{procs}");
+    // The first instance's child went with it when its main process was killed.
+    assert_eq!(n.exec("crustctl status nope.service")?.status, 4);
+
     // stop takes the forked child with it.
     let child = n.sh("cat /run/loop-child.pid")?.trim().to_string();
     assert_eq!(

@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-const USAGE: &str = "usage: crustctl [--socket PATH] status | list-units | start UNIT | stop UNIT | restart UNIT | is-active UNIT | daemon-reload | poweroff | reboot";
+const USAGE: &str = "usage: crustctl [--socket PATH] status [UNIT] | list-units | start UNIT | stop UNIT | restart UNIT | is-active UNIT | daemon-reload | poweroff | reboot";
 
 /// Runs crustctl with its arguments (without argv[0]); returns the exit code.
 pub fn run(args: &[String]) -> i32 {
@@ -36,6 +36,13 @@ pub fn run(args: &[String]) -> i32 {
         }
     };
     let request = match verb.as_deref() {
+        Some("status") if unit.is_some() => {
+            let unit = match named(unit) {
+                Ok(u) => u,
+                Err(code) => return code,
+            };
+            return unit_status(&socket, &unit);
+        }
         Some(v @ ("start" | "stop" | "restart" | "is-active")) => {
             let unit = match named(unit) {
                 Ok(u) => u,
@@ -65,6 +72,66 @@ pub fn run(args: &[String]) -> i32 {
             1
         }
     }
+}
+
+/// `crustctl status UNIT`: systemctl-like details; exit 0 when active, 3 when not, 4 when no
+/// such unit is loaded.
+fn unit_status(socket: &str, unit: &str) -> i32 {
+    let r = match call(socket, &Request::ListUnits) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("crustctl: {e}");
+            return 1;
+        }
+    };
+    let Some(u) = r
+        .units
+        .unwrap_or_default()
+        .into_iter()
+        .find(|u| u.name == unit)
+    else {
+        eprintln!("Unit {unit} could not be found.");
+        return 4;
+    };
+    print!("{}", render_unit(&u));
+    if u.state == "active" {
+        0
+    } else {
+        3
+    }
+}
+
+/// One unit in `status` form.
+pub fn render_unit(u: &crate::manager::UnitStatus) -> String {
+    let mut out = format!(
+        "{}
+     State: {}",
+        u.name, u.state
+    );
+    if let Some(r) = &u.reason {
+        out.push_str(&format!(" ({r})"));
+    }
+    out.push('\n');
+    if let Some(p) = u.pid {
+        out.push_str(&format!("  Main PID: {p}\n"));
+    }
+    if u.restarts > 0 {
+        out.push_str(&format!("  Restarts: {}\n", u.restarts));
+    }
+    if let Some(m) = u.memory_bytes {
+        out.push_str(&format!("    Memory: {:.1}M\n", m as f64 / 1048576.0));
+    }
+    if let Some(c) = u.cpu_usec {
+        out.push_str(&format!(
+            "       CPU: {}.{:03}s\n",
+            c / 1_000_000,
+            (c / 1000) % 1000
+        ));
+    }
+    if let Some(g) = &u.cgroup {
+        out.push_str(&format!("    CGroup: {g}\n"));
+    }
+    out
 }
 
 /// start/stop/restart wait until the job is over, as systemctl does; is-active prints the state
@@ -205,10 +272,22 @@ mod tests {
                 pid: Some(42),
                 reason: None,
                 restarts: 2,
+                cgroup: Some("/sys/fs/cgroup/system.slice/console-shell.service".into()),
+                memory_bytes: Some(3 << 20),
+                cpu_usec: Some(1_250_000),
             }]),
             ..Response::default()
         };
         let s = render(&Request::ListUnits, &resp);
+        let one = render_unit(&resp.units.as_ref().unwrap()[0]);
+        assert!(
+            one.contains("Memory: 3.0M") && one.contains("CPU: 1.250s"),
+            "{one}"
+        );
+        assert!(
+            one.contains("Restarts: 2") && one.contains("Main PID: 42"),
+            "{one}"
+        );
         assert!(s.starts_with("UNIT"));
         assert!(s.contains("console-shell.service"));
         assert!(s.contains("42"));

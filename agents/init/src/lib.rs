@@ -20,6 +20,7 @@ pub mod gptgrow;
 pub mod kernel;
 pub mod manager;
 pub mod proto;
+pub mod service;
 pub mod stage1;
 pub mod stage2;
 

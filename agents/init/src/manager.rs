@@ -87,6 +87,13 @@ pub struct UnitStatus {
     /// Automatic restarts since boot.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub restarts: u32,
+    /// The service's cgroup and what it uses (filled in by init, not by this state machine).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_usec: Option<u64>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -573,6 +580,9 @@ impl Manager {
                     _ => None,
                 },
                 restarts: m.restarts,
+                cgroup: None,
+                memory_bytes: None,
+                cpu_usec: None,
             })
             .collect()
     }

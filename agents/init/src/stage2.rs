@@ -9,6 +9,7 @@ use crate::console;
 use crate::kernel::{Halt, Kernel, Linux};
 use crate::manager::Manager;
 use crate::proto::{self, Request, Response, Status};
+use crate::service;
 use crate::stage1::{self, BootInfo};
 use crust_common::cmdline::BootParams;
 use crust_common::ready::Ready;
@@ -71,7 +72,7 @@ struct Init<'k> {
     /// Where unit files are looked up, highest precedence first.
     dirs: Vec<PathBuf>,
     /// Process groups sent SIGTERM by `stop`, and when they get SIGKILL if still there.
-    kill_at: Vec<(i32, u64)>,
+    kill_at: Vec<(i32, String, u64)>,
 }
 
 impl<'k> Init<'k> {
@@ -186,24 +187,30 @@ impl<'k> Init<'k> {
 
     /// SIGTERM to a stopped unit's process group (so forked children go too), SIGKILL after
     /// [`STOP_TIMEOUT_MS`] if it is still there.
-    fn terminate(&mut self, pid: Option<i32>) {
+    fn terminate(&mut self, unit: &str, pid: Option<i32>) {
         if let Some(pid) = pid {
             let _ = kill(Pid::from_raw(-pid), Signal::SIGTERM);
             let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
-            self.kill_at.push((pid, uptime_ms() + STOP_TIMEOUT_MS));
+            // KillMode=control-group: everything the service forked gets SIGTERM too.
+            for p in service::cgroup_pids(&service::cgroup_of(unit)) {
+                let _ = kill(Pid::from_raw(p), Signal::SIGTERM);
+            }
+            self.kill_at
+                .push((pid, unit.to_string(), uptime_ms() + STOP_TIMEOUT_MS));
         }
     }
 
     fn kill_overdue(&mut self) {
         let now = uptime_ms();
         let stopping = self.mgr.stopping_pids();
-        self.kill_at.retain(|&(pid, at)| {
-            if !stopping.contains(&pid) {
+        self.kill_at.retain(|(pid, unit, at)| {
+            if !stopping.contains(pid) {
                 return false;
             }
-            if at <= now {
-                let _ = kill(Pid::from_raw(-pid), Signal::SIGKILL);
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            if *at <= now {
+                let _ = kill(Pid::from_raw(-*pid), Signal::SIGKILL);
+                let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
+                service::kill_cgroup(&service::cgroup_of(unit));
                 return false;
             }
             true
@@ -216,7 +223,7 @@ impl<'k> Init<'k> {
             let now = uptime_ms();
             for i in self.mgr.due(now) {
                 let unit = self.mgr.unit(i).clone();
-                match spawn(&unit, self.console.as_ref()) {
+                match start_process(&unit, self.console.as_ref()) {
                     Ok(pid) => self.mgr.spawned(i, pid),
                     Err(e) => {
                         let prog = unit.exec_start.first().map_or("", |c| c.program());
@@ -304,7 +311,30 @@ impl<'k> Init<'k> {
 
     fn child_exited(&mut self, pid: i32, success: bool, status: &str) {
         let now = uptime_ms();
-        self.mgr.exited(pid, success, status, now);
+        if let Some(i) = self.mgr.exited(pid, success, status, now) {
+            // A service that is no longer running leaves nothing behind: what its main
+            // process forked is killed with the cgroup (a finished oneshot stays active and
+            // keeps its background processes, like RemainAfterExit=yes).
+            let name = self.mgr.unit(i).name.clone();
+            if self.mgr.active_state(&name) != "active" {
+                service::kill_cgroup(&service::cgroup_of(&name));
+            }
+        }
+    }
+
+    /// list-units with each running service's cgroup, memory and CPU use.
+    fn units_with_usage(&self) -> Vec<crate::manager::UnitStatus> {
+        let mut units = self.mgr.list();
+        for u in &mut units {
+            let dir = service::cgroup_of(&u.name);
+            if dir.is_dir() {
+                let (mem, cpu) = service::usage(&dir);
+                u.memory_bytes = mem;
+                u.cpu_usec = cpu;
+                u.cgroup = Some(dir.display().to_string());
+            }
+        }
+        units
     }
 
     fn accept(&mut self) -> Option<Halt> {
@@ -335,7 +365,7 @@ impl<'k> Init<'k> {
                 (answer_of(self.mgr.start(unit)), None)
             }
             Request::Stop { unit } => {
-                let r = self.mgr.stop(unit).map(|pid| self.terminate(pid));
+                let r = self.mgr.stop(unit).map(|pid| self.terminate(unit, pid));
                 (answer_of(r), None)
             }
             Request::Restart { unit } => {
@@ -343,7 +373,7 @@ impl<'k> Init<'k> {
                     let (units, _) = load_named(&self.dirs, vec![unit.clone()]);
                     self.mgr.load(units);
                 }
-                let r = self.mgr.restart(unit).map(|pid| self.terminate(pid));
+                let r = self.mgr.restart(unit).map(|pid| self.terminate(unit, pid));
                 (answer_of(r), None)
             }
             Request::DaemonReload => {
@@ -366,7 +396,7 @@ impl<'k> Init<'k> {
                 Response {
                     ok: true,
                     status: Some(self.status()),
-                    units: Some(self.mgr.list()),
+                    units: Some(self.units_with_usage()),
                     ..Response::default()
                 },
                 None,
@@ -374,7 +404,7 @@ impl<'k> Init<'k> {
             Request::ListUnits => (
                 Response {
                     ok: true,
-                    units: Some(self.mgr.list()),
+                    units: Some(self.units_with_usage()),
                     ..Response::default()
                 },
                 None,
@@ -545,41 +575,11 @@ fn open_console() -> Option<fs::File> {
         .ok()
 }
 
-/// Starts a unit's process in its own session, stdin from /dev/null, output to the console.
-fn spawn(unit: &Unit, console: Option<&fs::File>) -> io::Result<i32> {
-    use std::os::unix::process::CommandExt;
-    use std::process::{Command, Stdio};
-    let (prog, args) = unit
-        .exec_start
-        .first()
-        .and_then(|c| c.argv.split_first())
-        .ok_or_else(|| io::Error::other("empty ExecStart"))?;
-    let mut cmd = Command::new(prog);
-    cmd.args(args)
-        .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin")
-        .env("LANG", "C.UTF-8")
-        .envs(unit.environment.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null());
-    match console {
-        Some(c) => {
-            cmd.stdout(c.try_clone()?).stderr(c.try_clone()?);
-        }
-        None => {
-            cmd.stdout(Stdio::null()).stderr(Stdio::null());
-        }
-    }
-    // SAFETY: setsid and sigprocmask are async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            let mut empty: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut empty);
-            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-            Ok(())
-        });
-    }
-    Ok(cmd.spawn()?.id() as i32)
+/// Starts a unit's main process in its own cgroup (see [`service`]).
+fn start_process(unit: &Unit, console: Option<&fs::File>) -> io::Result<i32> {
+    let mut launch = service::prepare(unit, Path::new("/")).map_err(io::Error::other)?;
+    launch.cgroup = service::make_cgroup(&unit.name);
+    service::spawn(&launch, console)
 }
 
 /// Milliseconds since boot (CLOCK_BOOTTIME, the clock behind /proc/uptime).
