@@ -81,7 +81,10 @@ fn cloud_config_unit_restarts_and_stop_kills_children() -> Result<()> {
     let procs = n.sh("cat /sys/fs/cgroup/system.slice/loop.service/cgroup.procs")?;
     let child_now = n.sh("cat /run/loop-child.pid")?.trim().to_string();
     assert!(procs.lines().any(|l| l.trim() == child_now), "{procs}");
-    // The first instance's child went with it when its main process was killed.
+    // Both runs' output is in the unit's log, stamped, under /var/log/crust.
+    let logs = n.sh("crustctl logs -u loop.service -n 10")?;
+    assert_eq!(logs.matches("loop.service: loop started").count(), 2, "{logs}");
+    assert!(n.sh("ls /var/log/crust")?.contains("loop.service.log"));
     assert_eq!(n.exec("crustctl status nope.service")?.status, 4);
 
     // stop takes the forked child with it.

@@ -9,5 +9,6 @@ pub mod cmdline;
 pub mod http;
 pub mod ready;
 pub mod slot;
+pub mod time;
 pub mod unit;
 pub mod verity;

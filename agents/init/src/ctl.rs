@@ -5,10 +5,13 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-const USAGE: &str = "usage: crustctl [--socket PATH] status [UNIT] | list-units | start UNIT | stop UNIT | restart UNIT | is-active UNIT | daemon-reload | poweroff | reboot";
+const USAGE: &str = "usage: crustctl [--socket PATH] status [UNIT] | list-units | start UNIT | stop UNIT | restart UNIT | is-active UNIT | daemon-reload | logs [-u UNIT] [-n N] [-f] | poweroff | reboot";
 
 /// Runs crustctl with its arguments (without argv[0]); returns the exit code.
 pub fn run(args: &[String]) -> i32 {
+    if args.first().map(String::as_str) == Some("logs") {
+        return logs(&args[1..]);
+    }
     let mut socket = SOCKET.to_string();
     let mut verb = None;
     let mut unit: Option<String> = None;
@@ -194,6 +197,61 @@ fn unit_verb(socket: &str, verb: &str, unit: &str) -> i32 {
             return 1;
         }
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `crustctl logs [-u UNIT] [-n N] [-f]`: the last N records (default 50) of one unit or of all,
+/// oldest first; `-f` keeps printing new ones.
+fn logs(args: &[String]) -> i32 {
+    let mut unit: Option<String> = None;
+    let mut n = 50usize;
+    let mut follow = false;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "-u" | "--unit" => match it.next() {
+                Some(u) if u.contains('.') => unit = Some(u.clone()),
+                Some(u) => unit = Some(format!("{u}.service")),
+                None => return usage("-u needs a unit name"),
+            },
+            "-n" | "--lines" => match it.next().and_then(|v| v.parse().ok()) {
+                Some(v) => n = v,
+                None => return usage("-n needs a number of lines"),
+            },
+            "-f" | "--follow" => follow = true,
+            other => return usage(&format!("unexpected argument {other:?} to logs")),
+        }
+    }
+    let dir = std::path::Path::new(crate::logs::DIR);
+    let mut seen: Vec<String> = match crate::logs::tail(dir, unit.as_deref(), n) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("crustctl: reading {}: {e}", dir.display());
+            return 1;
+        }
+    };
+    for l in &seen {
+        println!("{l}");
+    }
+    if !follow {
+        return 0;
+    }
+    loop {
+        std::thread::sleep(Duration::from_millis(250));
+        let Ok(now) = crate::logs::tail(dir, unit.as_deref(), 1000) else {
+            continue;
+        };
+        let last = seen.last().cloned();
+        let start = match &last {
+            Some(l) => now.iter().rposition(|x| x == l).map_or(0, |i| i + 1),
+            None => 0,
+        };
+        for l in &now[start..] {
+            println!("{l}");
+        }
+        if start < now.len() {
+            seen = now;
+        }
     }
 }
 

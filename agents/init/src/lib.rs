@@ -18,6 +18,7 @@ pub mod disks;
 pub mod dm;
 pub mod gptgrow;
 pub mod kernel;
+pub mod logs;
 pub mod manager;
 pub mod proto;
 pub mod service;

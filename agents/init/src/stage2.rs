@@ -73,6 +73,8 @@ struct Init<'k> {
     dirs: Vec<PathBuf>,
     /// Process groups sent SIGTERM by `stop`, and when they get SIGKILL if still there.
     kill_at: Vec<(i32, String, u64)>,
+    /// Services' output, stamped and stored under /var/log/crust.
+    journal: crate::logs::Journal,
 }
 
 impl<'k> Init<'k> {
@@ -182,6 +184,7 @@ impl<'k> Init<'k> {
             stopping: false,
             dirs,
             kill_at: Vec::new(),
+            journal: crate::logs::Journal::new(Path::new(crate::logs::DIR), open_console()),
         })
     }
 
@@ -223,7 +226,9 @@ impl<'k> Init<'k> {
             let now = uptime_ms();
             for i in self.mgr.due(now) {
                 let unit = self.mgr.unit(i).clone();
-                match start_process(&unit, self.console.as_ref()) {
+                // Output goes through the journal; without a pipe, straight to the console.
+                let out = self.journal.pipe_for(&unit.name).ok();
+                match start_process(&unit, out.as_ref().or(self.console.as_ref())) {
                     Ok(pid) => self.mgr.spawned(i, pid),
                     Err(e) => {
                         let prog = unit.exec_start.first().map_or("", |c| c.program());
@@ -249,7 +254,10 @@ impl<'k> Init<'k> {
                 Some(at) => at.saturating_sub(uptime_ms()).min(1000),
                 None => 1000,
             };
-            let (sig_ready, sock_ready) = self.poll(timeout as i32);
+            let (sig_ready, sock_ready, logs_ready) = self.poll(timeout as i32);
+            for fd in logs_ready {
+                self.journal.drain(fd);
+            }
             if sig_ready {
                 while let Ok(Some(info)) = self.signals.read_signal() {
                     match Signal::try_from(info.ssi_signo as i32) {
@@ -268,27 +276,31 @@ impl<'k> Init<'k> {
         }
     }
 
-    fn poll(&self, timeout_ms: i32) -> (bool, bool) {
-        let mut fds = vec![libc::pollfd {
-            fd: self.signals.as_raw_fd(),
+    /// Waits for signals, control connections and service output; returns which are ready
+    /// (the output pipes by fd, hung up ones included so they are drained and dropped).
+    fn poll(&self, timeout_ms: i32) -> (bool, bool, Vec<std::os::fd::RawFd>) {
+        let pollfd = |fd| libc::pollfd {
+            fd,
             events: libc::POLLIN,
             revents: 0,
-        }];
-        if let Some(l) = &self.listener {
-            fds.push(libc::pollfd {
-                fd: l.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            });
-        }
-        // SAFETY: fds is a valid array of pollfd for the duration of the call.
+        };
+        let mut fds = vec![pollfd(self.signals.as_raw_fd())];
+        let listener = self.listener.as_ref().map(|l| l.as_raw_fd()).unwrap_or(-1);
+        fds.push(pollfd(listener));
+        let logs = self.journal.fds();
+        fds.extend(logs.iter().map(|&fd| pollfd(fd)));
+        // SAFETY: fds is a valid array of pollfd for the duration of the call (a negative fd is
+        // ignored by poll).
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
         if n <= 0 {
-            return (false, false);
+            return (false, false, Vec::new());
         }
+        let ready =
+            |f: &libc::pollfd| f.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0;
         (
             fds[0].revents & libc::POLLIN != 0,
-            fds.get(1).is_some_and(|f| f.revents & libc::POLLIN != 0),
+            fds[1].revents & libc::POLLIN != 0,
+            fds[2..].iter().filter(|f| ready(f)).map(|f| f.fd).collect(),
         )
     }
 

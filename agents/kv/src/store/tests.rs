@@ -335,16 +335,6 @@ fn keys_are_cleaned_like_etcd() {
 }
 
 #[test]
-fn rfc3339_matches_go() {
-    assert_eq!(rfc3339_nano(0), "1970-01-01T00:00:00Z");
-    assert_eq!(
-        rfc3339_nano(1_700_000_000_123_450_000),
-        "2023-11-14T22:13:20.12345Z"
-    );
-    assert_eq!(rfc3339_nano(951_782_400 * SEC), "2000-02-29T00:00:00Z");
-}
-
-#[test]
 fn store_applies_encoded_commands_and_snapshots() {
     use crate::backend::Apply;
     let s = Store::new();
