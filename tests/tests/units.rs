@@ -83,7 +83,11 @@ fn cloud_config_unit_restarts_and_stop_kills_children() -> Result<()> {
     assert!(procs.lines().any(|l| l.trim() == child_now), "{procs}");
     // Both runs' output is in the unit's log, stamped, under /var/log/crust.
     let logs = n.sh("crustctl logs -u loop.service -n 10")?;
-    assert_eq!(logs.matches("loop.service: loop started").count(), 2, "{logs}");
+    assert_eq!(
+        logs.matches("loop.service: loop started").count(),
+        2,
+        "{logs}"
+    );
     assert!(n.sh("ls /var/log/crust")?.contains("loop.service.log"));
     assert_eq!(n.exec("crustctl status nope.service")?.status, 4);
 
@@ -112,6 +116,36 @@ fn cloud_config_unit_restarts_and_stop_kills_children() -> Result<()> {
         n.exec("crustctl is-active loop.service")?.stdout.trim(),
         "inactive"
     );
+    // Unit files: what is enabled, what a unit is made of, masking.
+    let files = n.sh("crustctl list-unit-files")?;
+    assert!(
+        files
+            .lines()
+            .any(|l| l.starts_with("sshd.service") && l.ends_with("enabled")),
+        "{files}"
+    );
+    assert!(
+        files
+            .lines()
+            .any(|l| l.starts_with("loop.service") && l.ends_with("static")),
+        "{files}"
+    );
+    assert!(n
+        .sh("crustctl cat loop.service")?
+        .starts_with("# /etc/systemd/system/loop.service\n[Unit]"));
+    // A unit file of its own in /etc cannot be masked (as with systemctl); a vendor one can.
+    let refused = n.exec("crustctl mask loop.service")?;
+    assert!(
+        refused.status != 0 && refused.stdout.contains("not a link"),
+        "{refused:?}"
+    );
+    n.sh("crustctl mask sshd.service")?;
+    let masked = n.exec("crustctl restart sshd.service")?;
+    assert!(
+        masked.status != 0 && masked.stdout.contains("masked"),
+        "{masked:?}"
+    );
+    n.sh("crustctl unmask sshd.service")?;
     n.sh("crustctl start loop.service")?;
     assert_eq!(n.sh("crustctl is-active loop.service")?.trim(), "active");
     Ok(())

@@ -5,12 +5,15 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-const USAGE: &str = "usage: crustctl [--socket PATH] status [UNIT] | list-units | start UNIT | stop UNIT | restart UNIT | is-active UNIT | daemon-reload | logs [-u UNIT] [-n N] [-f] | poweroff | reboot";
+const USAGE: &str = "usage: crustctl [--socket PATH] status [UNIT] | list-units | start UNIT | stop UNIT | restart UNIT | is-active UNIT | daemon-reload | enable|disable|mask|unmask [--runtime] UNIT... | cat UNIT | list-unit-files | logs [-u UNIT] [-n N] [-f] | poweroff | reboot";
 
 /// Runs crustctl with its arguments (without argv[0]); returns the exit code.
 pub fn run(args: &[String]) -> i32 {
     if args.first().map(String::as_str) == Some("logs") {
         return logs(&args[1..]);
+    }
+    if let Some(code) = files_verb(args) {
+        return code;
     }
     let mut socket = SOCKET.to_string();
     let mut verb = None;
@@ -253,6 +256,66 @@ fn logs(args: &[String]) -> i32 {
             seen = now;
         }
     }
+}
+
+/// The unit-file verbs work on files, as systemctl's do, then ask init to reload them.
+fn files_verb(args: &[String]) -> Option<i32> {
+    let root = std::path::Path::new("/");
+    let verb = args.first()?.as_str();
+    let runtime = args.iter().any(|a| a == "--runtime");
+    let units: Vec<String> = args[1..]
+        .iter()
+        .filter(|a| !a.starts_with("--"))
+        .map(|u| {
+            if u.contains('.') {
+                u.clone()
+            } else {
+                format!("{u}.service")
+            }
+        })
+        .collect();
+    let each = |f: &dyn Fn(&str) -> Result<(), String>| -> i32 {
+        if units.is_empty() {
+            return usage("which unit?");
+        }
+        let mut code = 0;
+        for u in &units {
+            if let Err(e) = f(u) {
+                eprintln!("crustctl: {e}");
+                code = 1;
+            }
+        }
+        let _ = call(SOCKET, &Request::DaemonReload);
+        code
+    };
+    Some(match verb {
+        "enable" => each(&|u| {
+            for l in crate::install::enable(root, u, runtime)? {
+                println!("Created symlink {l}");
+            }
+            Ok(())
+        }),
+        "disable" => each(&|u| {
+            for l in crate::install::disable(root, u)? {
+                println!("Removed {l}");
+            }
+            Ok(())
+        }),
+        "mask" => each(&|u| crate::install::mask(root, u, runtime)),
+        "unmask" => each(&|u| crate::install::unmask(root, u)),
+        "cat" => each(&|u| {
+            print!("{}", crate::install::cat(root, u)?);
+            Ok(())
+        }),
+        "list-unit-files" => {
+            println!("{:<40} STATE", "UNIT FILE");
+            for (n, st) in crate::install::list(root) {
+                println!("{n:<40} {st}");
+            }
+            0
+        }
+        _ => return None,
+    })
 }
 
 fn usage(why: &str) -> i32 {

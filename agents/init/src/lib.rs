@@ -17,6 +17,7 @@ pub mod ctl;
 pub mod disks;
 pub mod dm;
 pub mod gptgrow;
+pub mod install;
 pub mod kernel;
 pub mod logs;
 pub mod manager;

@@ -71,6 +71,8 @@ struct Init<'k> {
     stopping: bool,
     /// Where unit files are looked up, highest precedence first.
     dirs: Vec<PathBuf>,
+    /// The file system root unit files are under (`/`).
+    root: PathBuf,
     /// Process groups sent SIGTERM by `stop`, and when they get SIGKILL if still there.
     kill_at: Vec<(i32, String, u64)>,
     /// Services' output, stamped and stored under /var/log/crust.
@@ -183,6 +185,7 @@ impl<'k> Init<'k> {
             stuck_reported: false,
             stopping: false,
             dirs,
+            root: PathBuf::from("/"),
             kill_at: Vec::new(),
             journal: crate::logs::Journal::new(Path::new(crate::logs::DIR), open_console()),
         })
@@ -364,6 +367,11 @@ impl<'k> Init<'k> {
 
     fn answer(&mut self, req: &Request) -> (Response, Option<Halt>) {
         match req {
+            Request::Start { unit } | Request::Restart { unit }
+                if crate::install::masked(&self.root, unit) =>
+            {
+                (Response::error(format!("Unit {unit} is masked.")), None)
+            }
             Request::Start { unit } => {
                 if !self.mgr.knows(unit) {
                     let (units, notes) = load_named(&self.dirs, vec![unit.clone()]);
