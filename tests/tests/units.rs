@@ -39,6 +39,9 @@ fn cloud_config_unit_restarts_and_stop_kills_children() -> Result<()> {
     );
     assert_eq!(n.sh("cat /etc/story/encoded.txt")?, "encoded\n");
     assert_eq!(n.sh("crustctl is-active loop.service")?.trim(), "active");
+    // Ready waited for the notify service's READY=1, and its STATUS= shows.
+    assert_eq!(n.sh("crustctl is-active notified.service")?.trim(), "active");
+    assert!(n.sh("crustctl status notified.service")?.contains("Status: \"serving\""));
 
     let first = main_pid(&c, "loop.service")?.expect("loop.service has a main pid");
     let killed = Instant::now();

@@ -121,6 +121,9 @@ pub fn render_unit(u: &crate::manager::UnitStatus) -> String {
     if let Some(p) = u.pid {
         out.push_str(&format!("  Main PID: {p}\n"));
     }
+    if let Some(t) = &u.status_text {
+        out.push_str(&format!("    Status: \"{t}\"\n"));
+    }
     if u.restarts > 0 {
         out.push_str(&format!("  Restarts: {}\n", u.restarts));
     }
@@ -393,6 +396,7 @@ mod tests {
                 pid: Some(42),
                 reason: None,
                 restarts: 2,
+                status_text: Some("serving".into()),
                 cgroup: Some("/sys/fs/cgroup/system.slice/console-shell.service".into()),
                 memory_bytes: Some(3 << 20),
                 cpu_usec: Some(1_250_000),

@@ -6,6 +6,9 @@ use crust_common::unit::{ServiceType, Unit};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+/// TimeoutStartSec= when a notify service does not set it (systemd's default).
+pub const DEFAULT_START_TIMEOUT_MS: u64 = 90_000;
+
 /// Units whose failure does not hold readiness back (see [`Manager::all_active`]).
 pub const NOT_BOOT_CRITICAL: &[&str] = &["cloudinit.service"];
 
@@ -87,6 +90,9 @@ pub struct UnitStatus {
     /// Automatic restarts since boot.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub restarts: u32,
+    /// The last STATUS= sent over sd_notify.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_text: Option<String>,
     /// The service's cgroup and what it uses (filled in by init, not by this state machine).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cgroup: Option<String>,
@@ -111,8 +117,15 @@ struct Managed {
     wanted: bool,
     /// Start again once the stop under way ends (`restart`).
     start_after_stop: bool,
+    /// Why the process being stopped had to be killed (its start timed out): the unit ends
+    /// failed with this once it exits.
+    timed_out: Option<String>,
     /// Automatic restarts so far (Restart=).
     restarts: u32,
+    /// When an activating unit fails for taking too long (TimeoutStartSec=).
+    start_deadline_ms: Option<u64>,
+    /// The last `STATUS=` the service sent over sd_notify.
+    status_text: Option<String>,
     /// After= edges kept after cycle breaking, as indexes.
     after: Vec<usize>,
     requires: Vec<usize>,
@@ -154,8 +167,11 @@ impl Manager {
                     was_active: false,
                     starts: VecDeque::new(),
                     wanted: true,
+                    timed_out: None,
                     start_after_stop: false,
                     restarts: 0,
+                    start_deadline_ms: None,
+                    status_text: None,
                     after,
                     requires,
                 }
@@ -256,19 +272,76 @@ impl Manager {
         &self.units[i].unit
     }
 
-    pub fn spawned(&mut self, i: usize, pid: i32) {
+    pub fn spawned(&mut self, i: usize, pid: i32, now_ms: u64) {
         let m = &mut self.units[i];
+        m.start_deadline_ms = None;
         m.state = match m.unit.kind {
-            // Exec, Notify and Forking are treated like Simple until the manager knows them.
-            ServiceType::Simple
-            | ServiceType::Exec
-            | ServiceType::Notify
-            | ServiceType::Forking => {
+            // Exec and Forking are treated like Simple until the manager knows them.
+            ServiceType::Simple | ServiceType::Exec | ServiceType::Forking => {
                 m.was_active = true;
                 State::Active { pid }
             }
-            ServiceType::Oneshot => State::Activating { pid },
+            // Active once it sends READY=1 over sd_notify, failed if that takes too long.
+            ServiceType::Notify => {
+                m.start_deadline_ms =
+                    Some(now_ms + m.unit.timeout_start_ms.unwrap_or(DEFAULT_START_TIMEOUT_MS));
+                State::Activating { pid }
+            }
+            // Oneshots have no start timeout unless TimeoutStartSec= sets one (systemd's rule).
+            ServiceType::Oneshot => {
+                m.start_deadline_ms = m.unit.timeout_start_ms.map(|t| now_ms + t);
+                State::Activating { pid }
+            }
         };
+    }
+
+    /// An sd_notify message from the unit's processes: `READY=1` makes an activating notify
+    /// service active; `STATUS=` is kept for status.
+    pub fn notify(&mut self, name: &str, ready: bool, status: Option<String>) {
+        let Some(i) = self.position(name) else {
+            return;
+        };
+        let m = &mut self.units[i];
+        if status.is_some() {
+            m.status_text = status;
+        }
+        if ready && m.unit.kind == ServiceType::Notify {
+            if let State::Activating { pid } = m.state {
+                m.state = State::Active { pid };
+                m.was_active = true;
+                m.start_deadline_ms = None;
+            }
+        }
+    }
+
+    /// Fails units whose start took longer than their timeout; returns their pids to kill.
+    pub fn expire_starts(&mut self, now_ms: u64) -> Vec<(String, i32)> {
+        let mut out = Vec::new();
+        for i in 0..self.units.len() {
+            let m = &self.units[i];
+            if let (State::Activating { pid }, Some(at)) = (&m.state, m.start_deadline_ms) {
+                if at <= now_ms {
+                    let pid = *pid;
+                    let name = m.unit.name.clone();
+                    let secs = m.unit.timeout_start_ms.unwrap_or(DEFAULT_START_TIMEOUT_MS) / 1000;
+                    self.units[i].start_deadline_ms = None;
+                    // The process is killed; its exit must not restart or re-fail the unit.
+                    self.units[i].state = State::Stopping { pid };
+                    self.fail_later(
+                        i,
+                        format!("start timed out after {secs}s (TimeoutStartSec=)"),
+                    );
+                    out.push((name, pid));
+                }
+            }
+        }
+        out
+    }
+
+    fn fail_later(&mut self, i: usize, reason: String) {
+        self.new_failures
+            .push((self.units[i].unit.name.clone(), reason.clone()));
+        self.units[i].timed_out = Some(reason);
     }
 
     pub fn spawn_failed(&mut self, i: usize, why: String, now_ms: u64) {
@@ -280,6 +353,10 @@ impl Manager {
         let i = self.units.iter().position(|m| m.state.pid() == Some(pid))?;
         if let State::Stopping { .. } = self.units[i].state {
             let m = &mut self.units[i];
+            if let Some(reason) = m.timed_out.take() {
+                m.state = State::Failed { reason };
+                return Some(i);
+            }
             if std::mem::take(&mut m.start_after_stop) && !self.stopping {
                 m.state = State::Waiting;
                 m.wanted = true;
@@ -364,8 +441,11 @@ impl Manager {
                     was_active: false,
                     starts: VecDeque::new(),
                     wanted: false,
+                    timed_out: None,
                     start_after_stop: false,
                     restarts: 0,
+                    start_deadline_ms: None,
+                    status_text: None,
                     after: Vec::new(),
                     requires: Vec::new(),
                 }),
@@ -519,12 +599,13 @@ impl Manager {
             .collect()
     }
 
-    /// The earliest pending restart time.
+    /// The earliest pending restart or start timeout.
     pub fn next_timer(&self) -> Option<u64> {
         self.units
             .iter()
             .filter_map(|m| match m.state {
                 State::AutoRestart { at_ms } => Some(at_ms),
+                State::Activating { .. } => m.start_deadline_ms,
                 _ => None,
             })
             .min()
@@ -580,6 +661,7 @@ impl Manager {
                     _ => None,
                 },
                 restarts: m.restarts,
+                status_text: m.status_text.clone(),
                 cgroup: None,
                 memory_bytes: None,
                 cpu_usec: None,
@@ -664,14 +746,14 @@ mod tests {
         assert!(notes.is_empty());
         let due = m.due(0);
         assert_eq!(names(&m, &due), ["setup.service", "shell.service"]);
-        m.spawned(1, 10);
-        m.spawned(2, 11);
+        m.spawned(1, 10, 0);
+        m.spawned(2, 11, 0);
         assert!(m.due(1).is_empty(), "app waits for the oneshot to finish");
         assert!(!m.all_active());
         assert_eq!(m.exited(10, true, "exited 0", 5), Some(1));
         let due = m.due(5);
         assert_eq!(names(&m, &due), ["app.service"]);
-        m.spawned(0, 12);
+        m.spawned(0, 12, 0);
         assert!(m.all_active());
         assert_eq!(
             m.active_names(),
@@ -687,13 +769,13 @@ mod tests {
         u.restart_ms = 100;
         let (mut m, _) = Manager::new(vec![u]);
         assert_eq!(m.due(0), [0]);
-        m.spawned(0, 5);
+        m.spawned(0, 5, 0);
         m.exited(5, true, "exited 0", 1000);
         assert_eq!(m.list()[0].state, "auto-restart");
         assert_eq!(m.next_timer(), Some(1100));
         assert!(m.due(1099).is_empty());
         assert_eq!(m.due(1100), [0]);
-        m.spawned(0, 6);
+        m.spawned(0, 6, 0);
         assert_eq!(m.list()[0].pid, Some(6));
     }
 
@@ -706,7 +788,7 @@ mod tests {
         let mut now = 0;
         for pid in 1..=START_LIMIT as i32 {
             assert_eq!(m.due(now), [0], "start {pid}");
-            m.spawned(0, pid);
+            m.spawned(0, pid, 0);
             m.exited(pid, false, "exited 1", now);
             now += 10;
         }
@@ -724,7 +806,7 @@ mod tests {
         app.requires = vec!["setup.service".into()];
         let (mut m, _) = Manager::new(vec![unit("setup", ServiceType::Oneshot, &[]), app]);
         assert_eq!(m.due(0), [0]);
-        m.spawned(0, 3);
+        m.spawned(0, 3, 0);
         m.exited(3, false, "exited 1", 1);
         assert!(m.due(1).is_empty());
         assert_eq!(m.failed().len(), 2);
@@ -753,8 +835,8 @@ mod tests {
         shell.restart = Restart::Always;
         let (mut m, _) = Manager::new(vec![shell, unit("one", ServiceType::Oneshot, &[])]);
         m.due(0);
-        m.spawned(0, 7);
-        m.spawned(1, 8);
+        m.spawned(0, 7, 0);
+        m.spawned(1, 8, 0);
         m.exited(8, true, "exited 0", 1);
         assert_eq!(m.begin_stop(), [7]);
         assert_eq!(m.stopping_pids(), [7]);
@@ -768,7 +850,7 @@ mod tests {
     fn units_load_start_stop_and_restart_on_demand() {
         let (mut m, _) = Manager::new(vec![unit("boot", ServiceType::Simple, &[])]);
         assert_eq!(m.due(0), vec![0]);
-        m.spawned(0, 10);
+        m.spawned(0, 10, 0);
         assert!(m.all_active());
         // A unit loaded later is inactive and does not hold readiness back.
         m.load(vec![unit("late", ServiceType::Simple, &["boot"])]);
@@ -779,7 +861,7 @@ mod tests {
         m.start("late.service").unwrap();
         assert!(!m.all_active());
         assert_eq!(m.due(2), vec![1]);
-        m.spawned(1, 11);
+        m.spawned(1, 11, 0);
         assert_eq!(m.active_state("late.service"), "active");
         assert!(m.all_active());
         // Stop: SIGTERM goes to its pid, and its exit does not restart it.
@@ -794,5 +876,34 @@ mod tests {
         assert_eq!(m.due(6), vec![0]);
         assert!(m.start("nope.service").unwrap_err().contains("not found"));
         assert_eq!(m.active_state("nope.service"), "inactive");
+    }
+
+    #[test]
+    fn notify_services_wait_for_ready_and_time_out() {
+        let text = "[Service]\nType=notify\nTimeoutStartSec=5\nExecStart=/bin/n\n";
+        let n = Unit::from_text("n.service", text).unwrap().0;
+        let (mut m, _) = Manager::new(vec![n]);
+        assert_eq!(m.due(0), vec![0]);
+        m.spawned(0, 7, 1000);
+        assert_eq!(m.active_state("n.service"), "activating");
+        assert!(!m.all_active());
+        assert_eq!(m.next_timer(), Some(6000));
+        m.notify("n.service", false, Some("loading".into()));
+        assert_eq!(m.active_state("n.service"), "activating");
+        m.notify("n.service", true, None);
+        assert_eq!(m.active_state("n.service"), "active");
+        assert!(m.all_active());
+        assert_eq!(m.list()[0].status_text.as_deref(), Some("loading"));
+        // A second one never says READY=1: it is killed and ends failed, without restarting.
+        let text = "[Service]\nType=notify\nTimeoutStartSec=5\nRestart=always\nExecStart=/bin/n\n";
+        let (mut m, _) = Manager::new(vec![Unit::from_text("slow.service", text).unwrap().0]);
+        m.due(0);
+        m.spawned(0, 8, 0);
+        assert!(m.expire_starts(4999).is_empty());
+        assert_eq!(m.expire_starts(5000), vec![("slow.service".to_string(), 8)]);
+        m.exited(8, false, "killed by SIGKILL", 5001);
+        assert_eq!(m.active_state("slow.service"), "failed");
+        assert!(m.list()[0].reason.as_deref().unwrap().contains("timed out"));
+        assert!(m.due(10_000).is_empty());
     }
 }

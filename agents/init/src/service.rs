@@ -66,6 +66,7 @@ pub fn prepare(unit: &Unit, root: &Path) -> Result<Launch, String> {
     let mut env = vec![
         ("PATH".to_string(), "/usr/sbin:/usr/bin".to_string()),
         ("LANG".to_string(), "C.UTF-8".to_string()),
+        ("NOTIFY_SOCKET".to_string(), NOTIFY_SOCKET.to_string()),
     ];
     let set = |env: &mut Vec<(String, String)>, k: String, v: String| {
         env.retain(|(x, _)| *x != k);
@@ -343,5 +344,130 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("WorkingDirectory"), "{e}");
+    }
+}
+
+/// Where services send sd_notify messages (`$NOTIFY_SOCKET`).
+pub const NOTIFY_SOCKET: &str = "/run/systemd/notify";
+
+/// The unit a process belongs to, from its cgroup (`0::/system.slice/UNIT`).
+pub fn unit_of_pid(pid: i32) -> Option<String> {
+    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    unit_of_cgroup_line(&text)
+}
+
+pub fn unit_of_cgroup_line(text: &str) -> Option<String> {
+    text.lines().find_map(|l| {
+        let path = l.strip_prefix("0::")?;
+        path.strip_prefix("/system.slice/")
+            .map(|rest| rest.split('/').next().unwrap_or(rest).to_string())
+    })
+}
+
+/// `READY=1` and `STATUS=...` out of one sd_notify datagram.
+pub fn parse_notify(msg: &str) -> (bool, Option<String>) {
+    let mut ready = false;
+    let mut status = None;
+    for l in msg.lines() {
+        if l == "READY=1" {
+            ready = true;
+        } else if let Some(s) = l.strip_prefix("STATUS=") {
+            status = Some(s.to_string());
+        }
+    }
+    (ready, status)
+}
+
+/// The notify socket, with sender credentials turned on.
+pub fn bind_notify() -> io::Result<std::os::unix::net::UnixDatagram> {
+    let path = Path::new(NOTIFY_SOCKET);
+    if let Some(d) = path.parent() {
+        fs::create_dir_all(d)?;
+    }
+    let _ = fs::remove_file(path);
+    let s = std::os::unix::net::UnixDatagram::bind(path)?;
+    s.set_nonblocking(true)?;
+    nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::PassCred, &true)
+        .map_err(io::Error::from)?;
+    Ok(s)
+}
+
+/// The next datagram and its sender's pid, if one is waiting.
+pub fn recv_notify(s: &std::os::unix::net::UnixDatagram) -> Option<(i32, String)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::AsRawFd;
+    let mut buf = [0u8; 4096];
+    let mut iov = [io::IoSliceMut::new(&mut buf)];
+    let mut cmsg = nix::cmsg_space!(libc::ucred);
+    let msg = recvmsg::<()>(
+        s.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::MSG_DONTWAIT,
+    )
+    .ok()?;
+    let pid = msg.cmsgs().ok()?.find_map(|c| match c {
+        ControlMessageOwned::ScmCredentials(cred) => Some(cred.pid()),
+        _ => None,
+    })?;
+    let n = msg.bytes;
+    Some((pid, String::from_utf8_lossy(&buf[..n]).into_owned()))
+}
+
+#[cfg(test)]
+mod notify_tests {
+    use super::*;
+
+    #[test]
+    fn cgroups_name_units_and_messages_parse() {
+        assert_eq!(
+            unit_of_cgroup_line("0::/system.slice/etcd2.service\n").as_deref(),
+            Some("etcd2.service")
+        );
+        assert_eq!(unit_of_cgroup_line("0::/init.scope\n"), None);
+        assert_eq!(
+            parse_notify("READY=1\nSTATUS=serving\n"),
+            (true, Some("serving".into()))
+        );
+        assert_eq!(
+            parse_notify("STATUS=starting"),
+            (false, Some("starting".into()))
+        );
+    }
+}
+
+/// `crust-agent systemd-notify [--ready] [--status=TEXT] [VAR=VALUE...]`: sends one datagram
+/// to `$NOTIFY_SOCKET`, like systemd-notify(1), for scripts run as Type=notify services.
+pub fn notify_cli(args: &[String]) -> i32 {
+    let mut lines = Vec::new();
+    for a in args {
+        if a == "--ready" {
+            lines.push("READY=1".to_string());
+        } else if let Some(s) = a.strip_prefix("--status=") {
+            lines.push(format!("STATUS={s}"));
+        } else if a.contains('=') && !a.starts_with("--") {
+            lines.push(a.clone());
+        } else {
+            eprintln!("systemd-notify: unknown argument {a:?}; usage: systemd-notify [--ready] [--status=TEXT] [VAR=VALUE...]");
+            return 2;
+        }
+    }
+    let Ok(path) = std::env::var("NOTIFY_SOCKET") else {
+        eprintln!("systemd-notify: $NOTIFY_SOCKET is not set (not started by a service manager?)");
+        return 1;
+    };
+    let s = match std::os::unix::net::UnixDatagram::unbound() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("systemd-notify: {e}");
+            return 1;
+        }
+    };
+    match s.send_to(lines.join("\n").as_bytes(), &path) {
+        Ok(_) => 0,
+        Err(e) => {
+            eprintln!("systemd-notify: sending to {path}: {e}");
+            1
+        }
     }
 }

@@ -77,6 +77,8 @@ struct Init<'k> {
     kill_at: Vec<(i32, String, u64)>,
     /// Services' output, stamped and stored under /var/log/crust.
     journal: crate::logs::Journal,
+    /// sd_notify datagrams from services (`$NOTIFY_SOCKET`).
+    notify: Option<std::os::unix::net::UnixDatagram>,
 }
 
 impl<'k> Init<'k> {
@@ -188,6 +190,16 @@ impl<'k> Init<'k> {
             root: PathBuf::from("/"),
             kill_at: Vec::new(),
             journal: crate::logs::Journal::new(Path::new(crate::logs::DIR), open_console()),
+            notify: match service::bind_notify() {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    console::error(&format!(
+                        "sd_notify socket {} unavailable: {e}; Type=notify services will time out",
+                        service::NOTIFY_SOCKET
+                    ));
+                    None
+                }
+            },
         })
     }
 
@@ -232,7 +244,7 @@ impl<'k> Init<'k> {
                 // Output goes through the journal; without a pipe, straight to the console.
                 let out = self.journal.pipe_for(&unit.name).ok();
                 match start_process(&unit, out.as_ref().or(self.console.as_ref())) {
-                    Ok(pid) => self.mgr.spawned(i, pid),
+                    Ok(pid) => self.mgr.spawned(i, pid, now),
                     Err(e) => {
                         let prog = unit.exec_start.first().map_or("", |c| c.program());
                         let why = format!("cannot start {prog}: {e}");
@@ -258,6 +270,13 @@ impl<'k> Init<'k> {
                 None => 1000,
             };
             let (sig_ready, sock_ready, logs_ready) = self.poll(timeout as i32);
+            self.read_notifications();
+            for (name, pid) in self.mgr.expire_starts(uptime_ms()) {
+                console::error(&format!("{name}: start timed out; killing it"));
+                let _ = kill(Pid::from_raw(-pid), Signal::SIGKILL);
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                service::kill_cgroup(&service::cgroup_of(&name));
+            }
             for fd in logs_ready {
                 self.journal.drain(fd);
             }
@@ -290,6 +309,9 @@ impl<'k> Init<'k> {
         let mut fds = vec![pollfd(self.signals.as_raw_fd())];
         let listener = self.listener.as_ref().map(|l| l.as_raw_fd()).unwrap_or(-1);
         fds.push(pollfd(listener));
+        fds.push(pollfd(
+            self.notify.as_ref().map(|n| n.as_raw_fd()).unwrap_or(-1),
+        ));
         let logs = self.journal.fds();
         fds.extend(logs.iter().map(|&fd| pollfd(fd)));
         // SAFETY: fds is a valid array of pollfd for the duration of the call (a negative fd is
@@ -303,7 +325,7 @@ impl<'k> Init<'k> {
         (
             fds[0].revents & libc::POLLIN != 0,
             fds[1].revents & libc::POLLIN != 0,
-            fds[2..].iter().filter(|f| ready(f)).map(|f| f.fd).collect(),
+            fds[3..].iter().filter(|f| ready(f)).map(|f| f.fd).collect(),
         )
     }
 
@@ -333,6 +355,19 @@ impl<'k> Init<'k> {
             let name = self.mgr.unit(i).name.clone();
             if self.mgr.active_state(&name) != "active" {
                 service::kill_cgroup(&service::cgroup_of(&name));
+            }
+        }
+    }
+
+    /// Takes every waiting sd_notify datagram; the sender's unit comes from its cgroup.
+    fn read_notifications(&mut self) {
+        let Some(sock) = &self.notify else {
+            return;
+        };
+        while let Some((pid, msg)) = service::recv_notify(sock) {
+            if let Some(unit) = service::unit_of_pid(pid) {
+                let (ready, status) = service::parse_notify(&msg);
+                self.mgr.notify(&unit, ready, status);
             }
         }
     }
