@@ -40,8 +40,13 @@ fn cloud_config_unit_restarts_and_stop_kills_children() -> Result<()> {
     assert_eq!(n.sh("cat /etc/story/encoded.txt")?, "encoded\n");
     assert_eq!(n.sh("crustctl is-active loop.service")?.trim(), "active");
     // Ready waited for the notify service's READY=1, and its STATUS= shows.
-    assert_eq!(n.sh("crustctl is-active notified.service")?.trim(), "active");
-    assert!(n.sh("crustctl status notified.service")?.contains("Status: \"serving\""));
+    assert_eq!(
+        n.sh("crustctl is-active notified.service")?.trim(),
+        "active"
+    );
+    assert!(n
+        .sh("crustctl status notified.service")?
+        .contains("Status: \"serving\""));
 
     let first = main_pid(&c, "loop.service")?.expect("loop.service has a main pid");
     let killed = Instant::now();
@@ -84,6 +89,15 @@ fn cloud_config_unit_restarts_and_stop_kills_children() -> Result<()> {
     let procs = n.sh("cat /sys/fs/cgroup/system.slice/loop.service/cgroup.procs")?;
     let child_now = n.sh("cat /run/loop-child.pid")?.trim().to_string();
     assert!(procs.lines().any(|l| l.trim() == child_now), "{procs}");
+    // ExecStartPre= (a failing `-` one included) and ExecStartPost= ran for both starts.
+    assert_eq!(n.sh("cat /run/loop-pre.log")?, "pre\npre\n");
+    let t = Instant::now();
+    while n.sh("cat /run/loop-post.log")? != "post\npost\n" {
+        if t.elapsed() > Duration::from_secs(10) {
+            bail!("ExecStartPost= did not run for both starts");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
     // Both runs' output is in the unit's log, stamped, under /var/log/crust.
     let logs = n.sh("crustctl logs -u loop.service -n 10")?;
     assert_eq!(

@@ -471,3 +471,95 @@ pub fn notify_cli(args: &[String]) -> i32 {
         }
     }
 }
+
+/// The agent binary in images; it runs command chains for units (`exec-unit`).
+pub const AGENT: &str = "/usr/bin/crust-agent";
+
+/// A list of commands run in order, then (optionally) the main command exec'd in place, so
+/// ExecStartPre= runs in the service's cgroup, with its environment and identity, and the main
+/// process keeps the pid the manager knows.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Chain {
+    /// `(argv, ignore_failure)`, as ExecStartPre=/ExecStartPost= list them.
+    pub steps: Vec<(Vec<String>, bool)>,
+    pub then_exec: Option<Vec<String>>,
+}
+
+/// The argv that runs `chain` through the agent.
+pub fn chain_argv(chain: &Chain) -> Vec<String> {
+    vec![
+        AGENT.to_string(),
+        "exec-unit".to_string(),
+        serde_json::to_string(chain).unwrap_or_default(),
+    ]
+}
+
+/// `crust-agent exec-unit JSON`: runs the chain; a failing step (without `-`) stops it with
+/// exit status 1 and a message naming the step.
+pub fn exec_chain_main(args: &[String]) -> i32 {
+    use std::os::unix::process::CommandExt;
+    let Some(chain) = args
+        .first()
+        .and_then(|j| serde_json::from_str::<Chain>(j).ok())
+    else {
+        eprintln!("exec-unit: expects one JSON argument (it is run by init, not by hand)");
+        return 2;
+    };
+    for (argv, ignore) in &chain.steps {
+        let Some((prog, rest)) = argv.split_first() else {
+            continue;
+        };
+        let status = std::process::Command::new(prog).args(rest).status();
+        let ok = matches!(&status, Ok(s) if s.success());
+        if !ok && !ignore {
+            let why = match status {
+                Ok(s) => s.to_string(),
+                Err(e) => e.to_string(),
+            };
+            eprintln!("{} failed ({why}); the unit does not start", argv.join(" "));
+            return 1;
+        }
+    }
+    if let Some(main) = &chain.then_exec {
+        if let Some((prog, rest)) = main.split_first() {
+            let err = std::process::Command::new(prog).args(rest).exec();
+            eprintln!("cannot start {prog}: {err}");
+            return 127;
+        }
+    }
+    0
+}
+
+#[cfg(test)]
+mod chain_tests {
+    use super::*;
+
+    #[test]
+    fn chains_stop_at_the_first_real_failure() {
+        let d = tempfile::tempdir().unwrap();
+        let mark = d.path().join("ran");
+        let touch = vec![
+            "/bin/sh".to_string(),
+            "-c".into(),
+            format!("echo x >> {}", mark.display()),
+        ];
+        let ok = Chain {
+            steps: vec![(vec!["/bin/false".into()], true), (touch.clone(), false)],
+            then_exec: None,
+        };
+        let arg = chain_argv(&ok);
+        assert_eq!(arg[..2], [AGENT.to_string(), "exec-unit".to_string()]);
+        assert_eq!(exec_chain_main(&arg[2..]), 0);
+        let bad = Chain {
+            steps: vec![(vec!["/bin/false".into()], false), (touch, false)],
+            then_exec: None,
+        };
+        assert_eq!(exec_chain_main(&chain_argv(&bad)[2..]), 1);
+        assert_eq!(
+            std::fs::read_to_string(&mark).unwrap(),
+            "x\n",
+            "the step after a failure ran"
+        );
+        assert_eq!(exec_chain_main(&["nonsense".into()]), 2);
+    }
+}

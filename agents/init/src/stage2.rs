@@ -631,10 +631,36 @@ fn open_console() -> Option<fs::File> {
 }
 
 /// Starts a unit's main process in its own cgroup (see [`service`]).
-fn start_process(unit: &Unit, console: Option<&fs::File>) -> io::Result<i32> {
+fn start_process(unit: &Unit, out: Option<&fs::File>) -> io::Result<i32> {
     let mut launch = service::prepare(unit, Path::new("/")).map_err(io::Error::other)?;
     launch.cgroup = service::make_cgroup(&unit.name);
-    service::spawn(&launch, console)
+    let steps = |cmds: &[crust_common::unit::Command]| -> Vec<(Vec<String>, bool)> {
+        cmds.iter()
+            .map(|c| (c.argv.clone(), c.ignore_failure))
+            .collect()
+    };
+    let main = launch.argv.clone();
+    if !unit.exec_start_pre.is_empty() {
+        // Pre commands first, in the service's cgroup and identity; then the main command
+        // replaces the chain, keeping its pid.
+        launch.argv = service::chain_argv(&service::Chain {
+            steps: steps(&unit.exec_start_pre),
+            then_exec: Some(main),
+        });
+    }
+    let pid = service::spawn(&launch, out)?;
+    if !unit.exec_start_post.is_empty() {
+        // ExecStartPost= runs beside the started service; its failures are logged.
+        let mut post = launch.clone();
+        post.argv = service::chain_argv(&service::Chain {
+            steps: steps(&unit.exec_start_post),
+            then_exec: None,
+        });
+        if let Err(e) = service::spawn(&post, out) {
+            console::error(&format!("{}: ExecStartPost= could not run: {e}", unit.name));
+        }
+    }
+    Ok(pid)
 }
 
 /// Milliseconds since boot (CLOCK_BOOTTIME, the clock behind /proc/uptime).
