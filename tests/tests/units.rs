@@ -39,6 +39,20 @@ fn cloud_config_unit_restarts_and_stop_kills_children() -> Result<()> {
     );
     assert_eq!(n.sh("cat /etc/story/encoded.txt")?, "encoded\n");
     assert_eq!(n.sh("crustctl is-active loop.service")?.trim(), "active");
+    // The .network unit from cloud-config was written and networkd restarted to apply it.
+    let t = Instant::now();
+    while !n.sh("ip -4 addr show dev eth0")?.contains("10.0.0.77/24") {
+        if t.elapsed() > Duration::from_secs(20) {
+            bail!("eth0 never got the static address: {}", n.sh("ip -4 addr")?);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let resolv = n.sh("cat /etc/resolv.conf")?;
+    assert!(
+        resolv.contains("nameserver 10.0.0.53") && resolv.contains("search story.internal"),
+        "{resolv}"
+    );
+    assert!(n.sh("cat /etc/hosts")?.contains("localhost"));
     // Ready waited for the notify service's READY=1, and its STATUS= shows.
     assert_eq!(
         n.sh("crustctl is-active notified.service")?.trim(),

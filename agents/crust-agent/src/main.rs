@@ -56,6 +56,7 @@ fn run_agent(name: &str, argv: &[String]) -> i32 {
         "cloudinit" => crust_init::cloudinit::main(&argv[1..]),
         "systemd-notify" => crust_init::service::notify_cli(&argv[1..]),
         "exec-unit" => crust_init::service::exec_chain_main(&argv[1..]),
+        "networkd" => crust_init::network::main(&argv[1..]),
         "update-engine" => crust_update_engine::daemon::run(argv),
         "locksmithd" => crust_update_engine::locksmith::daemon::run(argv),
         n if NOT_YET.contains(&n) => {

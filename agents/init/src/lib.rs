@@ -21,6 +21,7 @@ pub mod install;
 pub mod kernel;
 pub mod logs;
 pub mod manager;
+pub mod network;
 pub mod proto;
 pub mod service;
 pub mod stage1;
