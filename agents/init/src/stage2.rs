@@ -35,6 +35,20 @@ pub const UNIT_DIRS: [&str; 3] = [
     "/run/systemd/system",
     "/usr/lib/systemd/system",
 ];
+/// Where update-engine keeps its state (the update on trial, versions that fell back).
+pub const UPDATE_ENGINE_STATE: &str = "/var/lib/crust/update-engine";
+
+/// Loader entry file names in `dir`.
+fn entry_names(dir: &Path) -> Vec<String> {
+    fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// How long a stopped unit gets between SIGTERM and SIGKILL (systemd's TimeoutStopSec is 90 s;
 /// shorter here, as crust's services are small).
 pub const STOP_TIMEOUT_MS: u64 = 10_000;
@@ -492,8 +506,20 @@ impl<'k> Init<'k> {
             fs::read(Path::new("/sys/firmware/efi/efivars").join(bless::LOADER_ENTRY_SELECTED))
                 .ok()
                 .and_then(|raw| bless::decode_efi_string(&raw));
+        let entries_dir = Path::new("/boot").join(ENTRIES_DIR);
         match bless::booted_slot(selected.as_deref(), self.slot) {
-            Some(slot) => match bless_entry(&Path::new("/boot").join(ENTRIES_DIR), slot) {
+            // A new slot on trial after an update is judged by update-engine's boot assessment
+            // (healthy for a while, else reboot into the fallback), not blessed at ready.
+            Some(slot)
+                if !crust_update_engine::assess::init_should_bless(
+                    Path::new(UPDATE_ENGINE_STATE),
+                    slot,
+                    &entry_names(&entries_dir),
+                ) =>
+            {
+                console::info("this boot is an update on trial: update-engine blesses it once it proves healthy")
+            }
+            Some(slot) => match bless_entry(&entries_dir, slot) {
                 Ok(msg) => console::info(&msg),
                 Err(e) => console::error(&format!("blessing the boot failed: {e}")),
             },
