@@ -53,6 +53,15 @@ fn cloud_config_unit_restarts_and_stop_kills_children() -> Result<()> {
         "{resolv}"
     );
     assert!(n.sh("cat /etc/hosts")?.contains("localhost"));
+    // A unit whose condition fails is skipped, not failed, and did not hold readiness back.
+    let cond = n.exec("crustctl status conditional.service")?;
+    assert!(cond.stdout.contains("condition failed"), "{cond:?}");
+    assert_eq!(
+        n.exec("crustctl logs -u conditional.service")?
+            .stdout
+            .trim(),
+        ""
+    );
     // Ready waited for the notify service's READY=1, and its STATUS= shows.
     assert_eq!(
         n.sh("crustctl is-active notified.service")?.trim(),

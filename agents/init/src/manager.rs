@@ -177,6 +177,23 @@ impl Manager {
                 }
             })
             .collect();
+        // `A Before=B` is `B After=A`.
+        let befores: Vec<(usize, usize)> = managed
+            .iter()
+            .enumerate()
+            .flat_map(|(i, m)| {
+                m.unit
+                    .before
+                    .iter()
+                    .filter_map(|b| index.get(b).map(|&j| (j, i)))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        for (j, i) in befores {
+            if !managed[j].after.contains(&i) {
+                managed[j].after.push(i);
+            }
+        }
         for m in &mut managed {
             for r in &m.unit.requires {
                 if !index.contains_key(r) {
@@ -344,6 +361,31 @@ impl Manager {
         self.units[i].timed_out = Some(reason);
     }
 
+    /// The unit's conditions do not hold: it is skipped, which counts as done (systemd shows
+    /// it inactive with the condition that failed; units after it go on).
+    pub fn skipped(&mut self, i: usize, why: String) {
+        let m = &mut self.units[i];
+        m.was_active = true;
+        m.state = State::Exited;
+        m.status_text = Some(why);
+    }
+
+    /// Units that `name` conflicts with (either side's Conflicts=), to stop when it starts.
+    pub fn conflicts_of(&self, name: &str) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .position(name)
+            .map(|i| self.units[i].unit.conflicts.clone())
+            .unwrap_or_default();
+        for m in &self.units {
+            if m.unit.conflicts.iter().any(|c| c == name) {
+                out.push(m.unit.name.clone());
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
     pub fn spawn_failed(&mut self, i: usize, why: String, now_ms: u64) {
         self.finish(i, false, why, now_ms);
     }
@@ -470,6 +512,23 @@ impl Manager {
                 .iter()
                 .filter_map(|n| index.get(n).copied())
                 .collect();
+        }
+        let befores: Vec<(usize, usize)> = self
+            .units
+            .iter()
+            .enumerate()
+            .flat_map(|(i, m)| {
+                m.unit
+                    .before
+                    .iter()
+                    .filter_map(|b| index.get(b).map(|&j| (j, i)))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        for (j, i) in befores {
+            if !self.units[j].after.contains(&i) {
+                self.units[j].after.push(i);
+            }
         }
         let mut notes = Vec::new();
         while let Some(cycle) = find_cycle(&self.units) {
@@ -905,5 +964,38 @@ mod tests {
         assert_eq!(m.active_state("slow.service"), "failed");
         assert!(m.list()[0].reason.as_deref().unwrap().contains("timed out"));
         assert!(m.due(10_000).is_empty());
+    }
+
+    #[test]
+    fn before_orders_skipped_counts_as_done_and_conflicts_are_mutual() {
+        let first = Unit::from_text(
+            "first.service",
+            "[Unit]\nBefore=second.service\n[Service]\nExecStart=/bin/a\n",
+        )
+        .unwrap()
+        .0;
+        let second = Unit::from_text(
+            "second.service",
+            "[Unit]\nConflicts=other.service\n[Service]\nType=oneshot\nExecStart=/bin/b\n",
+        )
+        .unwrap()
+        .0;
+        let other = Unit::from_text("other.service", "[Service]\nExecStart=/bin/c\n")
+            .unwrap()
+            .0;
+        let (mut m, _) = Manager::new(vec![second, first, other]);
+        // second waits for first (Before= on first), other is free.
+        let due = m.due(0);
+        assert_eq!(names(&m, &due), ["first.service", "other.service"]);
+        m.skipped(1, "condition failed (/nope)".into());
+        m.spawned(2, 9, 0);
+        let due = m.due(1);
+        assert_eq!(names(&m, &due), ["second.service"]);
+        assert_eq!(m.conflicts_of("second.service"), ["other.service"]);
+        assert_eq!(m.conflicts_of("other.service"), ["second.service"]);
+        assert_eq!(
+            m.list()[1].status_text.as_deref(),
+            Some("condition failed (/nope)")
+        );
     }
 }

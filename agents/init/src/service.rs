@@ -347,6 +347,25 @@ mod tests {
     }
 }
 
+/// Checks a condition against the file system under `root`.
+pub fn probe(root: &Path, check: &crust_common::unit::Check) -> bool {
+    use crust_common::unit::Check;
+    use std::os::unix::fs::PermissionsExt;
+    let p = root.join(check.path().trim_start_matches('/'));
+    match check {
+        Check::PathExists(_) => fs::symlink_metadata(&p).is_ok(),
+        Check::PathIsDirectory(_) => p.is_dir(),
+        Check::PathIsSymbolicLink(_) => {
+            fs::symlink_metadata(&p).is_ok_and(|m| m.file_type().is_symlink())
+        }
+        Check::DirectoryNotEmpty(_) => fs::read_dir(&p).is_ok_and(|mut d| d.next().is_some()),
+        Check::FileNotEmpty(_) => fs::metadata(&p).is_ok_and(|m| m.is_file() && m.len() > 0),
+        Check::FileIsExecutable(_) => {
+            fs::metadata(&p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        }
+    }
+}
+
 /// Where services send sd_notify messages (`$NOTIFY_SOCKET`).
 pub const NOTIFY_SOCKET: &str = "/run/systemd/notify";
 

@@ -255,6 +255,22 @@ impl<'k> Init<'k> {
             let now = uptime_ms();
             for i in self.mgr.due(now) {
                 let unit = self.mgr.unit(i).clone();
+                let root = self.root.clone();
+                if !crust_common::unit::conditions_met(&unit.conditions, &mut |c| {
+                    service::probe(&root, c)
+                }) {
+                    let why = format!(
+                        "condition failed ({})",
+                        unit.conditions
+                            .iter()
+                            .map(|c| c.check.path())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                    console::info(&format!("{}: skipped: {why}", unit.name));
+                    self.mgr.skipped(i, why);
+                    continue;
+                }
                 // Output goes through the journal; without a pipe, straight to the console.
                 let out = self.journal.pipe_for(&unit.name).ok();
                 match start_process(&unit, out.as_ref().or(self.console.as_ref())) {
@@ -429,6 +445,12 @@ impl<'k> Init<'k> {
                     }
                     for n in self.mgr.load(units) {
                         console::error(&n);
+                    }
+                }
+                // Conflicts=: starting one stops the other.
+                for other in self.mgr.conflicts_of(unit) {
+                    if let Ok(pid) = self.mgr.stop(&other) {
+                        self.terminate(&other, pid);
                     }
                 }
                 (answer_of(self.mgr.start(unit)), None)
