@@ -131,7 +131,20 @@ fn cloud_config_unit_restarts_and_stop_kills_children() -> Result<()> {
     assert!(n.sh("ls /var/log/crust")?.contains("loop.service.log"));
     assert_eq!(n.exec("crustctl status nope.service")?.status, 4);
 
-    // stop takes the forked child with it.
+    // reload runs ExecReload= with $MAINPID.
+    n.sh("crustctl reload loop.service")?;
+    let t = Instant::now();
+    while n.exec("cat /run/loop-reload.log")?.stdout.trim() != format!("reload {second}") {
+        if t.elapsed() > Duration::from_secs(10) {
+            bail!(
+                "ExecReload= did not run: {:?}",
+                n.exec("cat /run/loop-reload.log")?
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // stop runs ExecStop= first and takes the forked child with it.
     let child = n.sh("cat /run/loop-child.pid")?.trim().to_string();
     assert_eq!(
         n.exec(&format!("kill -0 {child}"))?.status,
@@ -150,6 +163,10 @@ fn cloud_config_unit_restarts_and_stop_kills_children() -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+    assert_eq!(
+        n.sh("cat /run/loop-stop.log")?.trim(),
+        format!("stop {second}")
+    );
     // And it stays stopped: no restart after a stop.
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(

@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-const USAGE: &str = "usage: crustctl [--socket PATH] status [UNIT] | list-units | start UNIT | stop UNIT | restart UNIT | is-active UNIT | daemon-reload | enable|disable|mask|unmask [--runtime] UNIT... | cat UNIT | list-unit-files | logs [-u UNIT] [-n N] [-f] | poweroff | reboot";
+const USAGE: &str = "usage: crustctl [--socket PATH] status [UNIT] | list-units | start UNIT | stop UNIT | restart UNIT | reload UNIT | is-active UNIT | daemon-reload | enable|disable|mask|unmask [--runtime] UNIT... | cat UNIT | list-unit-files | logs [-u UNIT] [-n N] [-f] | poweroff | reboot";
 
 /// Runs crustctl with its arguments (without argv[0]); returns the exit code.
 pub fn run(args: &[String]) -> i32 {
@@ -48,6 +48,13 @@ pub fn run(args: &[String]) -> i32 {
                 Err(code) => return code,
             };
             return unit_status(&socket, &unit);
+        }
+        Some("reload") => {
+            let unit = match named(unit) {
+                Ok(u) => u,
+                Err(code) => return code,
+            };
+            Request::Reload { unit }
         }
         Some(v @ ("start" | "stop" | "restart" | "is-active")) => {
             let unit = match named(unit) {

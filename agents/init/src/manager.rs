@@ -465,6 +465,11 @@ impl Manager {
         self.units.iter().position(|m| m.unit.name == name)
     }
 
+    /// The definition of a loaded unit.
+    pub fn unit_named(&self, name: &str) -> Option<&Unit> {
+        self.position(name).map(|i| &self.units[i].unit)
+    }
+
     /// Whether a unit called `name` is loaded.
     pub fn knows(&self, name: &str) -> bool {
         self.position(name).is_some()

@@ -23,6 +23,10 @@ pub enum Request {
     Restart {
         unit: String,
     },
+    /// Runs the unit's ExecReload=.
+    Reload {
+        unit: String,
+    },
     /// Re-reads the definitions of loaded units (new units load on demand at `start`).
     DaemonReload,
     /// Answers with `active_state`.

@@ -89,6 +89,8 @@ struct Init<'k> {
     root: PathBuf,
     /// Process groups sent SIGTERM by `stop`, and when they get SIGKILL if still there.
     kill_at: Vec<(i32, String, u64)>,
+    /// ExecStop= chains running: `(their pid, unit, main pid)`; SIGTERM follows when they end.
+    term_after: Vec<(i32, String, i32)>,
     /// Services' output, stamped and stored under /var/log/crust.
     journal: crate::logs::Journal,
     /// sd_notify datagrams from services (`$NOTIFY_SOCKET`).
@@ -203,6 +205,7 @@ impl<'k> Init<'k> {
             dirs,
             root: PathBuf::from("/"),
             kill_at: Vec::new(),
+            term_after: Vec::new(),
             journal: crate::logs::Journal::new(Path::new(crate::logs::DIR), open_console()),
             notify: match service::bind_notify() {
                 Ok(s) => Some(s),
@@ -217,18 +220,96 @@ impl<'k> Init<'k> {
         })
     }
 
-    /// SIGTERM to a stopped unit's process group (so forked children go too), SIGKILL after
-    /// [`STOP_TIMEOUT_MS`] if it is still there.
+    /// Stops a unit's processes: its ExecStop= commands first (if any; the signals follow when
+    /// they are done), then SIGTERM as KillMode= says (control-group: every process of the
+    /// service; process/mixed: the main one; none: nothing), and SIGKILL after
+    /// TimeoutStopSec= (10 s here by default) to what is left.
     fn terminate(&mut self, unit: &str, pid: Option<i32>) {
-        if let Some(pid) = pid {
+        let Some(pid) = pid else {
+            return;
+        };
+        let def = self.mgr.unit_named(unit).cloned();
+        let timeout = def
+            .as_ref()
+            .and_then(|u| u.timeout_stop_ms)
+            .unwrap_or(STOP_TIMEOUT_MS);
+        self.kill_at
+            .push((pid, unit.to_string(), uptime_ms() + timeout));
+        if let Some(u) = def.as_ref().filter(|u| !u.exec_stop.is_empty()) {
+            if let Ok(mut launch) = service::prepare(u, &self.root) {
+                launch.cgroup = Some(service::cgroup_of(unit));
+                launch.env.push(("MAINPID".into(), pid.to_string()));
+                launch.argv = service::chain_argv(&service::Chain {
+                    steps: u
+                        .exec_stop
+                        .iter()
+                        .map(|c| (c.argv.clone(), c.ignore_failure))
+                        .collect(),
+                    then_exec: None,
+                });
+                let out = self.journal.pipe_for(unit).ok();
+                if let Ok(stopper) = service::spawn(&launch, out.as_ref().or(self.console.as_ref()))
+                {
+                    self.term_after.push((stopper, unit.to_string(), pid));
+                    return;
+                }
+            }
+        }
+        self.send_term(unit, pid);
+    }
+
+    /// `reload`: runs ExecReload= (with $MAINPID) beside the running service.
+    fn reload(&mut self, unit: &str) -> Result<(), String> {
+        let u = self
+            .mgr
+            .unit_named(unit)
+            .cloned()
+            .ok_or_else(|| format!("Unit {unit} not loaded."))?;
+        if u.exec_reload.is_empty() {
+            return Err(format!(
+                "Job type reload is not applicable for unit {unit} (no ExecReload=)."
+            ));
+        }
+        let pid = self
+            .mgr
+            .list()
+            .into_iter()
+            .find(|s| s.name == unit)
+            .and_then(|s| s.pid)
+            .ok_or_else(|| format!("{unit} is not running"))?;
+        let mut launch = service::prepare(&u, &self.root)?;
+        launch.cgroup = Some(service::cgroup_of(unit));
+        launch.env.push(("MAINPID".into(), pid.to_string()));
+        launch.argv = service::chain_argv(&service::Chain {
+            steps: u
+                .exec_reload
+                .iter()
+                .map(|c| (c.argv.clone(), c.ignore_failure))
+                .collect(),
+            then_exec: None,
+        });
+        let out = self.journal.pipe_for(unit).ok();
+        service::spawn(&launch, out.as_ref().or(self.console.as_ref()))
+            .map(|_| ())
+            .map_err(|e| format!("running ExecReload= of {unit}: {e}"))
+    }
+
+    fn send_term(&self, unit: &str, pid: i32) {
+        use crust_common::unit::KillMode;
+        let mode = self
+            .mgr
+            .unit_named(unit)
+            .map(|u| u.kill_mode)
+            .unwrap_or_default();
+        if mode == KillMode::None {
+            return;
+        }
+        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        if mode == KillMode::ControlGroup {
             let _ = kill(Pid::from_raw(-pid), Signal::SIGTERM);
-            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
-            // KillMode=control-group: everything the service forked gets SIGTERM too.
             for p in service::cgroup_pids(&service::cgroup_of(unit)) {
                 let _ = kill(Pid::from_raw(p), Signal::SIGTERM);
             }
-            self.kill_at
-                .push((pid, unit.to_string(), uptime_ms() + STOP_TIMEOUT_MS));
         }
     }
 
@@ -378,6 +459,14 @@ impl<'k> Init<'k> {
 
     fn child_exited(&mut self, pid: i32, success: bool, status: &str) {
         let now = uptime_ms();
+        if let Some(k) = self.term_after.iter().position(|(p, _, _)| *p == pid) {
+            let (_, unit, main) = self.term_after.remove(k);
+            if !success {
+                console::error(&format!("{unit}: ExecStop= {status}"));
+            }
+            self.send_term(&unit, main);
+            return;
+        }
         if let Some(i) = self.mgr.exited(pid, success, status, now) {
             // A service that is no longer running leaves nothing behind: what its main
             // process forked is killed with the cgroup (a finished oneshot stays active and
@@ -467,6 +556,7 @@ impl<'k> Init<'k> {
                 let r = self.mgr.restart(unit).map(|pid| self.terminate(unit, pid));
                 (answer_of(r), None)
             }
+            Request::Reload { unit } => (answer_of(self.reload(unit)), None),
             Request::DaemonReload => {
                 let names: Vec<String> = self.mgr.list().into_iter().map(|u| u.name).collect();
                 let (units, notes) = load_named(&self.dirs, names);
