@@ -31,6 +31,9 @@ use std::path::Path;
 
 /// Entry point for `init`: picks the stage. Returns an exit code only when not PID 1.
 pub fn run(argv: &[String]) -> i32 {
+    if argv.iter().any(|a| a == "--user-mode") {
+        return stage2::user_main(argv);
+    }
     if std::process::id() != 1 {
         eprintln!("init: this is crust's PID 1 and only runs as process 1; use `crustctl` to talk to the running init");
         return 1;

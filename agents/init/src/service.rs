@@ -162,25 +162,73 @@ pub fn prepare(unit: &Unit, root: &Path) -> Result<Launch, String> {
     })
 }
 
+/// Where a manager keeps its things: PID 1 uses [`Places::system`]; a manager run as an
+/// ordinary process (host tests) gets its own under a root directory and its own cgroup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Places {
+    /// The file system root unit files, /etc/passwd and conditions are read under.
+    pub root: PathBuf,
+    /// Unit directories, highest precedence first.
+    pub dirs: Vec<PathBuf>,
+    pub socket: PathBuf,
+    pub notify: PathBuf,
+    pub logs: PathBuf,
+    /// The cgroup whose children are the services' cgroups.
+    pub slice: PathBuf,
+}
+
+impl Places {
+    pub fn system() -> Places {
+        Places {
+            root: PathBuf::from("/"),
+            dirs: crate::install::DIRS.iter().map(PathBuf::from).collect(),
+            socket: PathBuf::from(crate::proto::SOCKET),
+            notify: PathBuf::from(NOTIFY_SOCKET),
+            logs: PathBuf::from(crate::logs::DIR),
+            slice: PathBuf::from(SLICE),
+        }
+    }
+
+    /// Everything under `root`; services' cgroups under a cgroup of this process's own (on the
+    /// host's cgroup v2 mount: `/sys/fs/cgroup` or the hybrid `/sys/fs/cgroup/unified`).
+    pub fn user(root: &Path) -> Places {
+        let v2 = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+            .iter()
+            .map(Path::new)
+            .find(|m| m.join("cgroup.controllers").exists())
+            .unwrap_or(Path::new("/sys/fs/cgroup"));
+        Places {
+            root: root.to_path_buf(),
+            dirs: vec![
+                root.join("etc/systemd/system"),
+                root.join("usr/lib/systemd/system"),
+            ],
+            socket: root.join("run/init.sock"),
+            notify: root.join("run/notify"),
+            logs: root.join("var/log/crust"),
+            slice: v2.join(format!("crust-user-{}", std::process::id())),
+        }
+    }
+}
+
 /// The unit's cgroup directory.
-pub fn cgroup_of(unit: &str) -> PathBuf {
-    Path::new(SLICE).join(unit)
+pub fn cgroup_of(slice: &Path, unit: &str) -> PathBuf {
+    slice.join(unit)
 }
 
 /// Makes the unit's cgroup (and the slice, with the memory/cpu/pids controllers enabled for
-/// its children). Returns None when cgroup v2 is not available.
-pub fn make_cgroup(unit: &str) -> Option<PathBuf> {
-    let root = Path::new("/sys/fs/cgroup");
-    if !root.join("cgroup.controllers").exists() {
+/// its children). Returns None when cgroup v2 is not available there.
+pub fn make_cgroup(slice: &Path, unit: &str) -> Option<PathBuf> {
+    let root = slice.parent()?;
+    if !root.join("cgroup.procs").exists() {
         return None;
     }
-    let slice = Path::new(SLICE);
     if !slice.exists() {
         fs::create_dir_all(slice).ok()?;
         let _ = fs::write(root.join("cgroup.subtree_control"), "+memory +cpu +pids");
         let _ = fs::write(slice.join("cgroup.subtree_control"), "+memory +cpu +pids");
     }
-    let dir = cgroup_of(unit);
+    let dir = cgroup_of(slice, unit);
     fs::create_dir_all(&dir).ok()?;
     Some(dir)
 }
@@ -378,8 +426,9 @@ pub fn unit_of_pid(pid: i32) -> Option<String> {
 pub fn unit_of_cgroup_line(text: &str) -> Option<String> {
     text.lines().find_map(|l| {
         let path = l.strip_prefix("0::")?;
-        path.strip_prefix("/system.slice/")
-            .map(|rest| rest.split('/').next().unwrap_or(rest).to_string())
+        path.split('/')
+            .find(|c| c.ends_with(".service"))
+            .map(str::to_string)
     })
 }
 
@@ -398,8 +447,7 @@ pub fn parse_notify(msg: &str) -> (bool, Option<String>) {
 }
 
 /// The notify socket, with sender credentials turned on.
-pub fn bind_notify() -> io::Result<std::os::unix::net::UnixDatagram> {
-    let path = Path::new(NOTIFY_SOCKET);
+pub fn bind_notify(path: &Path) -> io::Result<std::os::unix::net::UnixDatagram> {
     if let Some(d) = path.parent() {
         fs::create_dir_all(d)?;
     }

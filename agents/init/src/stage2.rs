@@ -87,6 +87,10 @@ struct Init<'k> {
     dirs: Vec<PathBuf>,
     /// The file system root unit files are under (`/`).
     root: PathBuf,
+    /// Where this manager keeps its sockets, logs and cgroups.
+    places: service::Places,
+    /// Run as an ordinary process (host tests): no mounts, no blessing, exit instead of reboot.
+    user_mode: bool,
     /// Process groups sent SIGTERM by `stop`, and when they get SIGKILL if still there.
     kill_at: Vec<(i32, String, u64)>,
     /// ExecStop= chains running: `(their pid, unit, main pid)`; SIGTERM follows when they end.
@@ -204,10 +208,12 @@ impl<'k> Init<'k> {
             stopping: false,
             dirs,
             root: PathBuf::from("/"),
+            places: service::Places::system(),
+            user_mode: false,
             kill_at: Vec::new(),
             term_after: Vec::new(),
             journal: crate::logs::Journal::new(Path::new(crate::logs::DIR), open_console()),
-            notify: match service::bind_notify() {
+            notify: match service::bind_notify(Path::new(service::NOTIFY_SOCKET)) {
                 Ok(s) => Some(s),
                 Err(e) => {
                     console::error(&format!(
@@ -237,7 +243,7 @@ impl<'k> Init<'k> {
             .push((pid, unit.to_string(), uptime_ms() + timeout));
         if let Some(u) = def.as_ref().filter(|u| !u.exec_stop.is_empty()) {
             if let Ok(mut launch) = service::prepare(u, &self.root) {
-                launch.cgroup = Some(service::cgroup_of(unit));
+                launch.cgroup = Some(service::cgroup_of(&self.places.slice, unit));
                 launch.env.push(("MAINPID".into(), pid.to_string()));
                 launch.argv = service::chain_argv(&service::Chain {
                     steps: u
@@ -278,7 +284,7 @@ impl<'k> Init<'k> {
             .and_then(|s| s.pid)
             .ok_or_else(|| format!("{unit} is not running"))?;
         let mut launch = service::prepare(&u, &self.root)?;
-        launch.cgroup = Some(service::cgroup_of(unit));
+        launch.cgroup = Some(service::cgroup_of(&self.places.slice, unit));
         launch.env.push(("MAINPID".into(), pid.to_string()));
         launch.argv = service::chain_argv(&service::Chain {
             steps: u
@@ -307,7 +313,7 @@ impl<'k> Init<'k> {
         let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
         if mode == KillMode::ControlGroup {
             let _ = kill(Pid::from_raw(-pid), Signal::SIGTERM);
-            for p in service::cgroup_pids(&service::cgroup_of(unit)) {
+            for p in service::cgroup_pids(&service::cgroup_of(&self.places.slice, unit)) {
                 let _ = kill(Pid::from_raw(p), Signal::SIGTERM);
             }
         }
@@ -323,7 +329,7 @@ impl<'k> Init<'k> {
             if *at <= now {
                 let _ = kill(Pid::from_raw(-*pid), Signal::SIGKILL);
                 let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
-                service::kill_cgroup(&service::cgroup_of(unit));
+                service::kill_cgroup(&service::cgroup_of(&self.places.slice, unit));
                 return false;
             }
             true
@@ -354,7 +360,7 @@ impl<'k> Init<'k> {
                 }
                 // Output goes through the journal; without a pipe, straight to the console.
                 let out = self.journal.pipe_for(&unit.name).ok();
-                match start_process(&unit, out.as_ref().or(self.console.as_ref())) {
+                match start_process(&unit, &self.places, out.as_ref().or(self.console.as_ref())) {
                     Ok(pid) => self.mgr.spawned(i, pid, now),
                     Err(e) => {
                         let prog = unit.exec_start.first().map_or("", |c| c.program());
@@ -386,7 +392,7 @@ impl<'k> Init<'k> {
                 console::error(&format!("{name}: start timed out; killing it"));
                 let _ = kill(Pid::from_raw(-pid), Signal::SIGKILL);
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-                service::kill_cgroup(&service::cgroup_of(&name));
+                service::kill_cgroup(&service::cgroup_of(&self.places.slice, &name));
             }
             for fd in logs_ready {
                 self.journal.drain(fd);
@@ -473,7 +479,7 @@ impl<'k> Init<'k> {
             // keeps its background processes, like RemainAfterExit=yes).
             let name = self.mgr.unit(i).name.clone();
             if self.mgr.active_state(&name) != "active" {
-                service::kill_cgroup(&service::cgroup_of(&name));
+                service::kill_cgroup(&service::cgroup_of(&self.places.slice, &name));
             }
         }
     }
@@ -495,7 +501,7 @@ impl<'k> Init<'k> {
     fn units_with_usage(&self) -> Vec<crate::manager::UnitStatus> {
         let mut units = self.mgr.list();
         for u in &mut units {
-            let dir = service::cgroup_of(&u.name);
+            let dir = service::cgroup_of(&self.places.slice, &u.name);
             if dir.is_dir() {
                 let (mem, cpu) = service::usage(&dir);
                 u.memory_bytes = mem;
@@ -614,6 +620,17 @@ impl<'k> Init<'k> {
     }
 
     fn bless_and_announce(&self) {
+        if self.user_mode {
+            let ready = Ready {
+                version: self.version.clone(),
+                slot: String::new(),
+                hostname: current_hostname().unwrap_or_default(),
+                units: self.mgr.active_names(),
+                uptime_ms: uptime_ms(),
+            };
+            println!("{}", ready.to_line());
+            return;
+        }
         let selected =
             fs::read(Path::new("/sys/firmware/efi/efivars").join(bless::LOADER_ENTRY_SELECTED))
                 .ok()
@@ -678,6 +695,25 @@ impl<'k> Init<'k> {
             ));
             let _ = kill(Pid::from_raw(-pid), Signal::SIGKILL);
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        if self.user_mode {
+            // Not PID 1: never signal "everything" (kill(-1) would hit the whole host). What the
+            // services left goes with their cgroups; then this process ends.
+            for u in self.mgr.list() {
+                let dir = service::cgroup_of(&self.places.slice, &u.name);
+                service::kill_cgroup(&dir);
+                // A cgroup can be removed once its last process has gone.
+                let t = std::time::Instant::now();
+                while fs::remove_dir(&dir).is_err()
+                    && dir.exists()
+                    && t.elapsed() < Duration::from_secs(2)
+                {
+                    self.reap();
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+            let _ = fs::remove_dir(&self.places.slice);
+            std::process::exit(0);
         }
         // Everything else (PID 1 is exempt from kill(-1)).
         let _ = kill(Pid::from_raw(-1), Signal::SIGTERM);
@@ -768,10 +804,101 @@ fn open_console() -> Option<fs::File> {
         .ok()
 }
 
+/// `crust-agent init --user-mode --root DIR`: the service manager as an ordinary process, for
+/// host tests. Units come from `DIR/etc/systemd/system` and `DIR/usr/lib/systemd/system`
+/// (enabled ones through `multi-user.target.wants`), the control socket is `DIR/run/init.sock`,
+/// logs go to `DIR/var/log/crust`, services' cgroups under a cgroup of this process's own.
+/// Nothing is mounted, blessed or rebooted; `crustctl --socket DIR/run/init.sock poweroff`
+/// stops the units and ends the process.
+pub fn user_main(args: &[String]) -> i32 {
+    console::use_stderr();
+    let root = match args
+        .iter()
+        .position(|a| a == "--root")
+        .and_then(|i| args.get(i + 1))
+    {
+        Some(r) => PathBuf::from(r),
+        None => {
+            eprintln!("init --user-mode needs --root DIR (units under DIR/etc/systemd/system)");
+            return 2;
+        }
+    };
+    let k = Linux;
+    let mut init = match Init::setup_user(&k, &root) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("init --user-mode: {e}");
+            return 1;
+        }
+    };
+    let how = init.serve();
+    init.shutdown(how)
+}
+
+impl<'k> Init<'k> {
+    fn setup_user(k: &'k dyn Kernel, root: &Path) -> io::Result<Init<'k>> {
+        let mut mask = SigSet::empty();
+        for s in [
+            Signal::SIGCHLD,
+            Signal::SIGTERM,
+            Signal::SIGINT,
+            Signal::SIGUSR1,
+            Signal::SIGUSR2,
+        ] {
+            mask.add(s);
+        }
+        mask.thread_block().map_err(io::Error::from)?;
+        let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+            .map_err(io::Error::from)?;
+        let places = service::Places::user(root);
+        for d in [places.socket.parent(), places.notify.parent()]
+            .into_iter()
+            .flatten()
+        {
+            fs::create_dir_all(d)?;
+        }
+        let (units, notes) = load_units(&places.dirs);
+        for n in notes {
+            eprintln!("init: {n}");
+        }
+        let (mgr, notes) = Manager::new(units);
+        for n in notes {
+            eprintln!("init: {n}");
+        }
+        let listener = Some(bind_socket(&places.socket)?);
+        Ok(Init {
+            k,
+            mgr,
+            listener,
+            signals,
+            console: None,
+            version: "user-mode".into(),
+            slot: None,
+            hostname: current_hostname().unwrap_or_default(),
+            ready: false,
+            stuck_reported: false,
+            stopping: false,
+            dirs: places.dirs.clone(),
+            root: root.to_path_buf(),
+            kill_at: Vec::new(),
+            term_after: Vec::new(),
+            journal: crate::logs::Journal::new(&places.logs, None),
+            notify: service::bind_notify(&places.notify).ok(),
+            places,
+            user_mode: true,
+        })
+    }
+}
+
 /// Starts a unit's main process in its own cgroup (see [`service`]).
-fn start_process(unit: &Unit, out: Option<&fs::File>) -> io::Result<i32> {
-    let mut launch = service::prepare(unit, Path::new("/")).map_err(io::Error::other)?;
-    launch.cgroup = service::make_cgroup(&unit.name);
+fn start_process(unit: &Unit, places: &service::Places, out: Option<&fs::File>) -> io::Result<i32> {
+    let mut launch = service::prepare(unit, &places.root).map_err(io::Error::other)?;
+    launch.cgroup = service::make_cgroup(&places.slice, &unit.name);
+    for (k, v) in launch.env.iter_mut() {
+        if k == "NOTIFY_SOCKET" {
+            *v = places.notify.display().to_string();
+        }
+    }
     let steps = |cmds: &[crust_common::unit::Command]| -> Vec<(Vec<String>, bool)> {
         cmds.iter()
             .map(|c| (c.argv.clone(), c.ignore_failure))
