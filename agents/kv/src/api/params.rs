@@ -74,8 +74,14 @@ pub fn parse_bool(v: &str) -> Option<bool> {
     }
 }
 
+/// etcd's cause for a malformed parameter: the name in quotes, except for the two nullable
+/// booleans (`prevExist`, `refresh`), which etcd names bare.
 fn invalid(code: u32, name: &str) -> EtcdError {
-    EtcdError::new(code, format!("invalid value for \"{name}\""), 0)
+    if matches!(name, "prevExist" | "refresh") {
+        EtcdError::new(code, format!("invalid value for {name}"), 0)
+    } else {
+        EtcdError::new(code, format!("invalid value for \"{name}\""), 0)
+    }
 }
 
 /// Parses one request. `method` is the HTTP method in upper case; `key` is the path after
@@ -162,13 +168,7 @@ pub fn parse(
                     return Err(EtcdError::new(REFRESH_TTL_REQUIRED, "No TTL value set", 0));
                 }
             }
-            if dir && value.as_deref().is_some_and(|v| !v.is_empty()) {
-                return Err(EtcdError::new(
-                    INVALID_FIELD,
-                    "a directory cannot have a value: drop value= or dir=true",
-                    0,
-                ));
-            }
+            // etcd ignores `value` when `dir=true` (the store makes a directory), so do we.
             Ok(KeysRequest::Write(Op::Put(Put {
                 key,
                 value: if dir || refresh {
