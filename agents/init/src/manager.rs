@@ -370,6 +370,24 @@ impl Manager {
         m.status_text = Some(why);
     }
 
+    /// Units with `PartOf=name` (stopped and restarted with it).
+    pub fn part_of(&self, name: &str) -> Vec<String> {
+        self.units
+            .iter()
+            .filter(|m| m.unit.part_of.iter().any(|p| p == name))
+            .map(|m| m.unit.name.clone())
+            .collect()
+    }
+
+    /// Running units with `BindsTo=name` (stopped when it stops or fails).
+    pub fn bound_to(&self, name: &str) -> Vec<String> {
+        self.units
+            .iter()
+            .filter(|m| m.unit.binds_to.iter().any(|p| p == name) && m.state.pid().is_some())
+            .map(|m| m.unit.name.clone())
+            .collect()
+    }
+
     /// Units that `name` conflicts with (either side's Conflicts=), to stop when it starts.
     pub fn conflicts_of(&self, name: &str) -> Vec<String> {
         let mut out: Vec<String> = self

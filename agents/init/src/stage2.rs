@@ -480,6 +480,12 @@ impl<'k> Init<'k> {
             let name = self.mgr.unit(i).name.clone();
             if self.mgr.active_state(&name) != "active" {
                 service::kill_cgroup(&service::cgroup_of(&self.places.slice, &name));
+                // BindsTo=: units bound to it stop with it.
+                for other in self.mgr.bound_to(&name) {
+                    if let Ok(pid) = self.mgr.stop(&other) {
+                        self.terminate(&other, pid);
+                    }
+                }
             }
         }
     }
@@ -552,6 +558,14 @@ impl<'k> Init<'k> {
             }
             Request::Stop { unit } => {
                 let r = self.mgr.stop(unit).map(|pid| self.terminate(unit, pid));
+                // PartOf= and BindsTo= units go with it.
+                let mut others = self.mgr.part_of(unit);
+                others.extend(self.mgr.bound_to(unit));
+                for other in others {
+                    if let Ok(pid) = self.mgr.stop(&other) {
+                        self.terminate(&other, pid);
+                    }
+                }
                 (answer_of(r), None)
             }
             Request::Restart { unit } => {
@@ -560,6 +574,11 @@ impl<'k> Init<'k> {
                     self.mgr.load(units);
                 }
                 let r = self.mgr.restart(unit).map(|pid| self.terminate(unit, pid));
+                for other in self.mgr.part_of(unit) {
+                    if let Ok(pid) = self.mgr.restart(&other) {
+                        self.terminate(&other, pid);
+                    }
+                }
                 (answer_of(r), None)
             }
             Request::Reload { unit } => (answer_of(self.reload(unit)), None),

@@ -87,6 +87,16 @@ fn manager_as_a_child_process() {
         &format!("{usr}/crash.service"),
         "[Service]\nExecStart=/bin/false\nRestart=always\nRestartSec=0\n",
     );
+    write(
+        root,
+        &format!("{usr}/bound.service"),
+        "[Unit]\nBindsTo=loop.service\n[Service]\nExecStart=/bin/sleep 1000\n",
+    );
+    write(
+        root,
+        &format!("{usr}/part.service"),
+        "[Unit]\nPartOf=loop.service\n[Service]\nExecStart=/bin/sleep 1000\n",
+    );
     let wants = root.join(format!("{usr}/multi-user.target.wants"));
     std::fs::create_dir_all(&wants).unwrap();
     std::os::unix::fs::symlink("../loop.service", wants.join("loop.service")).unwrap();
@@ -127,6 +137,11 @@ fn manager_as_a_child_process() {
         eprintln!("note: no cgroup v2 mount usable here; cgroup checks skipped");
     }
 
+    for u in ["bound.service", "part.service"] {
+        assert!(call(&m, Request::Start { unit: u.into() }).ok);
+        wait_for(u, || unit_line(&m, u).is_some_and(|s| s.state == "active"));
+    }
+
     // stop takes the forked child with it, and there is no restart.
     let child_of_run = || -> i32 {
         std::fs::read_to_string(root.join("child.pid"))
@@ -159,6 +174,10 @@ fn manager_as_a_child_process() {
         .as_deref(),
         Some("inactive")
     );
+    // BindsTo= and PartOf= units stopped with it.
+    for u in ["bound.service", "part.service"] {
+        wait_for(u, || unit_line(&m, u).is_some_and(|s| s.state == "stopped"));
+    }
     // Its output went to the store under the root.
     let log = std::fs::read_to_string(root.join("var/log/crust/loop.service.log")).unwrap();
     assert_eq!(log.matches("loop.service: started").count(), 2, "{log}");
