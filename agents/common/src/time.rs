@@ -36,7 +36,6 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -44,7 +43,13 @@ mod tests {
     #[test]
     fn rfc3339_matches_go() {
         assert_eq!(rfc3339_nano(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339_nano(1_700_000_000_123_450_000), "2023-11-14T22:13:20.12345Z");
-        assert_eq!(rfc3339_nano(951_782_400 * 1_000_000_000), "2000-02-29T00:00:00Z");
+        assert_eq!(
+            rfc3339_nano(1_700_000_000_123_450_000),
+            "2023-11-14T22:13:20.12345Z"
+        );
+        assert_eq!(
+            rfc3339_nano(951_782_400 * 1_000_000_000),
+            "2000-02-29T00:00:00Z"
+        );
     }
 }
