@@ -171,10 +171,34 @@ fn http_full(addr: &str, method: &str, path: &str, body: &str) -> (u16, String, 
     )
     .unwrap();
     let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
+    if let Err(e) = s.read_to_string(&mut raw) {
+        panic!("{method} {addr}{path}: {e} after reading {raw:?}");
+    }
     let (head, rest) = raw.split_once("\r\n\r\n").unwrap();
     let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, head.to_string(), rest.to_string())
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(rest)
+    } else {
+        rest.to_string()
+    };
+    (status, head.to_string(), body)
+}
+
+/// The payload of a chunked body (watch answers are chunked: the head is flushed first).
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || after.len() < n {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = after[n..].trim_start_matches("\r\n");
+    }
+    out
 }
 
 /// The JSON with every index, TTL second and timestamp blanked, for comparing two servers.
@@ -220,39 +244,8 @@ fn same_answers_as_etcd_3_4() {
     if !ensure("etcd", "etcd-server") {
         return;
     }
-    let dir = tempfile_dir();
-    let client = free_port();
-    let peer = free_port();
-    let mut etcd = Command::new("etcd")
-        .args([
-            "--name",
-            "ref",
-            "--enable-v2",
-            "--data-dir",
-            &format!("{dir}/data"),
-            "--listen-client-urls",
-            &format!("http://127.0.0.1:{client}"),
-            "--advertise-client-urls",
-            &format!("http://127.0.0.1:{client}"),
-            "--listen-peer-urls",
-            &format!("http://127.0.0.1:{peer}"),
-            "--initial-advertise-peer-urls",
-            &format!("http://127.0.0.1:{peer}"),
-            "--initial-cluster",
-            &format!("ref=http://127.0.0.1:{peer}"),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let theirs = format!("127.0.0.1:{client}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(&theirs).is_err()
-        || http(&theirs, "GET", "/health", "").0 != 200
-    {
-        assert!(Instant::now() < deadline, "etcd did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let etcd = start_etcd("answers");
+    let theirs = etcd.addr.clone();
     let srv = server();
     let ours = srv.addr.to_string();
     let script: &[(&str, &str, &str)] = &[
@@ -359,8 +352,59 @@ fn same_answers_as_etcd_3_4() {
         }
     }
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
-    let _ = etcd.kill();
-    let _ = etcd.wait();
+}
+
+/// A single-member etcd 3.4 with the v2 API on free loopback ports; killed when dropped.
+struct Etcd {
+    child: std::process::Child,
+    addr: String,
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_etcd(tag: &str) -> Etcd {
+    let dir = tempfile_dir(tag);
+    let client = free_port();
+    let peer = free_port();
+    let child = Command::new("etcd")
+        .args([
+            "--name",
+            "ref",
+            "--enable-v2",
+            "--data-dir",
+            &format!("{dir}/data"),
+            "--listen-client-urls",
+            &format!("http://127.0.0.1:{client}"),
+            "--advertise-client-urls",
+            &format!("http://127.0.0.1:{client}"),
+            "--listen-peer-urls",
+            &format!("http://127.0.0.1:{peer}"),
+            "--initial-advertise-peer-urls",
+            &format!("http://127.0.0.1:{peer}"),
+            "--initial-cluster",
+            &format!("ref=http://127.0.0.1:{peer}"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let etcd = Etcd {
+        child,
+        addr: format!("127.0.0.1:{client}"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(&etcd.addr).is_err()
+        || http(&etcd.addr, "GET", "/health", "").0 != 200
+    {
+        assert!(Instant::now() < deadline, "etcd did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    etcd
 }
 
 fn free_port() -> u16 {
@@ -371,9 +415,169 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn tempfile_dir() -> String {
-    let d = std::env::temp_dir().join(format!("crust-kv-etcd-{}", std::process::id()));
+fn tempfile_dir(tag: &str) -> String {
+    let d = std::env::temp_dir().join(format!("crust-kv-etcd-{}-{tag}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d.display().to_string()
+}
+
+/// The `modifiedIndex` of the event in `body`.
+fn event_index(body: &str) -> u64 {
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    v["node"]["modifiedIndex"].as_u64().unwrap()
+}
+
+/// The keys of a JSON object, sorted (for answers whose values are per-server).
+fn fields(body: &str) -> Vec<String> {
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or(serde_json::Value::Null);
+    let mut k: Vec<String> = v
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    k.sort();
+    k
+}
+
+/// Watches (history, recursive, waiting for the next change), TTL expiry as an event and the
+/// cluster endpoints, sent to crust kv and etcd 3.4 alike. Indexes differ between the two, so
+/// each side's requests use the indexes that side returned.
+#[test]
+fn watches_and_expiry_like_etcd_3_4() {
+    if !ensure("etcd", "etcd-server") {
+        return;
+    }
+    let etcd = start_etcd("watch");
+    let srv = server();
+    let ours = srv.addr.to_string();
+    let run = |addr: &str| -> Vec<(String, u16, Vec<String>, serde_json::Value)> {
+        let seen = std::cell::RefCell::new(Vec::new());
+        let record = |what: &str, (status, head, body): (u16, String, String)| {
+            seen.borrow_mut()
+                .push((what.to_string(), status, etcd_headers(&head), shape(&body)));
+            body
+        };
+        let i1 = event_index(&record(
+            "set a",
+            http_full(addr, "PUT", "/v2/keys/w/a", "value=1"),
+        ));
+        record(
+            "set b/c",
+            http_full(addr, "PUT", "/v2/keys/w/b/c", "value=2"),
+        );
+        record("delete a", http_full(addr, "DELETE", "/v2/keys/w/a", ""));
+        let q = |path: &str| http_full(addr, "GET", path, "");
+        record(
+            "recursive from i1",
+            q(&format!(
+                "/v2/keys/w?wait=true&recursive=true&waitIndex={i1}"
+            )),
+        );
+        record(
+            "recursive from i1+1",
+            q(&format!(
+                "/v2/keys/w?wait=true&recursive=true&waitIndex={}",
+                i1 + 1
+            )),
+        );
+        record(
+            "a from i1+1",
+            q(&format!("/v2/keys/w/a?wait=true&waitIndex={}", i1 + 1)),
+        );
+        // A watch on the directory alone does not see changes below it.
+        let t = record(
+            "ttl",
+            http_full(addr, "PUT", "/v2/keys/w/t?ttl=1", "value=x"),
+        );
+        let it = event_index(&t);
+        // Waits for the expiry, decided by the server's own clock.
+        let exp = record(
+            "expire",
+            q(&format!("/v2/keys/w/t?wait=true&waitIndex={}", it + 1)),
+        );
+        let ie = event_index(&exp);
+        let (_, head, _) = q("/v2/keys/w");
+        let etcd_index: u64 = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("x-etcd-index:")
+                    .map(|v| v.trim().to_string())
+            })
+            .unwrap()
+            .parse()
+            .unwrap();
+        seen.borrow_mut().push((
+            "index after expiry".into(),
+            0,
+            vec![],
+            serde_json::json!(etcd_index - ie),
+        ));
+        record("gone", q("/v2/keys/w/t"));
+        // A watch waiting for the next change.
+        let a2 = addr.to_string();
+        let waiter = std::thread::spawn(move || {
+            http_full(&a2, "GET", "/v2/keys/w?wait=true&recursive=true", "")
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        record(
+            "cas",
+            http_full(addr, "PUT", "/v2/keys/w/b/c?prevValue=2", "value=3"),
+        );
+        record("woken", waiter.join().unwrap());
+        record(
+            "cad",
+            http_full(addr, "DELETE", "/v2/keys/w/b/c?prevValue=3", ""),
+        );
+        record(
+            "in-order",
+            http_full(addr, "POST", "/v2/keys/w/q", "value=j1"),
+        );
+        record(
+            "in-order 2",
+            http_full(addr, "POST", "/v2/keys/w/q", "value=j2"),
+        );
+        record("queue", q("/v2/keys/w/q?recursive=true&sorted=true"));
+        record(
+            "mkdir ttl",
+            http_full(addr, "PUT", "/v2/keys/w/d?dir=true&ttl=100", ""),
+        );
+        record(
+            "refresh dir",
+            http_full(
+                addr,
+                "PUT",
+                "/v2/keys/w/d?dir=true&prevExist=true&refresh=true&ttl=200",
+                "",
+            ),
+        );
+        for path in [
+            "/version",
+            "/health",
+            "/v2/members",
+            "/v2/members/leader",
+            "/v2/machines",
+            "/v2/stats/self",
+            "/v2/stats/store",
+            "/v2/keys/w/a?wait=true&waitIndex=abc",
+        ] {
+            let (status, head, body) = q(path);
+            seen.borrow_mut().push((
+                path.to_string(),
+                status,
+                etcd_headers(&head),
+                serde_json::json!(fields(&body)),
+            ));
+        }
+        seen.into_inner()
+    };
+    let mine = run(&ours);
+    let theirs = run(&etcd.addr);
+    let mut mismatches = Vec::new();
+    for (m, t) in mine.iter().zip(&theirs) {
+        if m != t {
+            mismatches.push(format!("{}:\n  crust {:?}\n  etcd  {:?}", m.0, m, t));
+        }
+    }
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
 }

@@ -102,6 +102,13 @@ pub fn spawn_expiry(backend: Arc<dyn Backend>, store: Arc<Store>) -> tokio::task
     })
 }
 
+/// etcd sends `X-Etcd-Cluster-ID` on /v2/keys and /v2/members only; /version, /health,
+/// /v2/machines and /v2/stats answer without it.
+fn without_cluster_id(mut r: Response) -> Response {
+    r.headers_mut().remove("x-etcd-cluster-id");
+    r
+}
+
 fn hex(id: u64) -> String {
     format!("{id:x}")
 }
@@ -540,7 +547,7 @@ async fn stats_self(State(api): State<Api>) -> Response {
         "recvAppendRequestCnt": 0,
         "sendAppendRequestCnt": 0,
     });
-    api.json(StatusCode::OK, body.to_string(), None)
+    without_cluster_id(api.json(StatusCode::OK, body.to_string(), None))
 }
 
 async fn stats_leader(State(api): State<Api>) -> Response {
@@ -560,20 +567,20 @@ async fn stats_leader(State(api): State<Api>) -> Response {
             )
         })
         .collect();
-    api.json(
+    without_cluster_id(api.json(
         StatusCode::OK,
         serde_json::json!({ "leader": hex(me), "followers": followers }).to_string(),
         None,
-    )
+    ))
 }
 
 async fn stats_store(State(api): State<Api>) -> Response {
     let stats = api.store.with(|s| s.stats.clone());
-    api.json(
+    without_cluster_id(api.json(
         StatusCode::OK,
         serde_json::to_string(&stats).unwrap_or_default(),
         None,
-    )
+    ))
 }
 
 async fn machines(State(api): State<Api>) -> Response {
@@ -585,16 +592,16 @@ async fn machines(State(api): State<Api>) -> Response {
         .collect();
     let mut r = (StatusCode::OK, urls.join(", ")).into_response();
     api.base_headers(r.headers_mut());
-    r
+    without_cluster_id(r)
 }
 
 async fn version(State(api): State<Api>) -> Response {
-    api.json(
+    without_cluster_id(api.json(
         StatusCode::OK,
         // etcd's field order (serde_json's map would sort the keys).
         format!(r#"{{"etcdserver":"{SERVER_VERSION}","etcdcluster":"{CLUSTER_VERSION}"}}"#),
         None,
-    )
+    ))
 }
 
 async fn health(State(api): State<Api>) -> Response {
@@ -604,9 +611,9 @@ async fn health(State(api): State<Api>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    api.json(
+    without_cluster_id(api.json(
         status,
         serde_json::json!({ "health": if healthy { "true" } else { "false" } }).to_string(),
         None,
-    )
+    ))
 }
