@@ -187,6 +187,29 @@ fn http_full(addr: &str, method: &str, path: &str, body: &str) -> (u16, String, 
     (status, head.to_string(), body)
 }
 
+/// The payload a streaming GET delivers within `dur` (the response never ends by itself).
+fn http_stream(addr: &str, path: &str, dur: Duration) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let deadline = Instant::now() + dur;
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+    }
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let (head, rest) = raw.split_once("\r\n\r\n").unwrap_or(("", ""));
+    assert!(head.contains(" 200 "), "{path}: {head}");
+    dechunk(rest)
+}
+
 /// The `X-Etcd-Index` of a response head (0 when absent).
 fn etcd_index(head: &str) -> u64 {
     head.lines()
@@ -210,13 +233,8 @@ fn dechunk(mut rest: &str) -> String {
     out
 }
 
-/// The JSON with every index and timestamp blanked, for comparing two servers.
-fn shape(body: &str) -> serde_json::Value {
-    shape_from(body, None)
-}
-
 /// The JSON with timestamps blanked and indexes made relative to `base` (the server's index
-/// before a script started; 0 stays 0), for comparing index bookkeeping of two servers.
+/// before a script started; 0 stays 0; `None` blanks them), for comparing two servers.
 fn shape_from(body: &str, base: Option<u64>) -> serde_json::Value {
     fn walk(v: &mut serde_json::Value, base: Option<u64>) {
         match v {
@@ -499,10 +517,15 @@ fn watches_and_expiry_like_etcd_3_4() {
     let srv = server();
     let ours = srv.addr.to_string();
     let run = |addr: &str| -> Vec<(String, u16, Vec<String>, serde_json::Value)> {
+        let base = etcd_index(&http_full(addr, "GET", "/v2/keys/", "").1);
         let seen = std::cell::RefCell::new(Vec::new());
         let record = |what: &str, (status, head, body): (u16, String, String)| {
-            seen.borrow_mut()
-                .push((what.to_string(), status, etcd_headers(&head), shape(&body)));
+            seen.borrow_mut().push((
+                what.to_string(),
+                status,
+                etcd_headers(&head),
+                shape_from(&body, Some(base)),
+            ));
             body
         };
         let i1 = event_index(&record(
@@ -573,6 +596,26 @@ fn watches_and_expiry_like_etcd_3_4() {
             http_full(addr, "PUT", "/v2/keys/w/b/c?prevValue=2", "value=3"),
         );
         record("woken", waiter.join().unwrap());
+        // A streaming watch sees every change in order on one response.
+        let a2 = addr.to_string();
+        let streamer = std::thread::spawn(move || {
+            http_stream(
+                &a2,
+                "/v2/keys/w/s?wait=true&stream=true",
+                Duration::from_secs(2),
+            )
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        record("s1", http_full(addr, "PUT", "/v2/keys/w/s", "value=1"));
+        record("s2", http_full(addr, "PUT", "/v2/keys/w/s", "value=2"));
+        let streamed: Vec<serde_json::Value> =
+            serde_json::Deserializer::from_str(&streamer.join().unwrap())
+                .into_iter::<serde_json::Value>()
+                .map(|v| shape_from(&v.unwrap().to_string(), Some(base)))
+                .collect();
+        assert_eq!(streamed.len(), 2, "{addr}: {streamed:?}");
+        seen.borrow_mut()
+            .push(("stream".into(), 0, vec![], serde_json::json!(streamed)));
         record(
             "cad",
             http_full(addr, "DELETE", "/v2/keys/w/b/c?prevValue=3", ""),
