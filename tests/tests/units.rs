@@ -38,6 +38,16 @@ fn cloud_config_unit_restarts_and_stop_kills_children() -> Result<()> {
         "640 core"
     );
     assert_eq!(n.sh("cat /etc/story/encoded.txt")?, "encoded\n");
+    // users: made like useradd, with groups, home and keys.
+    let id = n.sh("id elroy")?;
+    assert!(
+        id.contains("uid=1000(elroy)") && id.contains("(wheel)") && id.contains("(docker)"),
+        "{id}"
+    );
+    assert_eq!(
+        n.sh("stat -c '%U %a' /home/elroy /home/elroy/.ssh/authorized_keys")?,
+        "elroy 755\nelroy 600\n"
+    );
     assert_eq!(n.sh("crustctl is-active loop.service")?.trim(), "active");
     // The .network unit from cloud-config was written and networkd restarted to apply it.
     let t = Instant::now();

@@ -34,6 +34,169 @@ pub enum FileOp {
     },
 }
 
+/// The account files as they are before applying (`/etc/passwd`, `/etc/group`, `/etc/shadow`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Accounts {
+    pub passwd: String,
+    pub group: String,
+    pub shadow: String,
+}
+
+impl Accounts {
+    pub fn read(root: &Path) -> Accounts {
+        let r = |f: &str| std::fs::read_to_string(under(root, f)).unwrap_or_default();
+        Accounts {
+            passwd: r("/etc/passwd"),
+            group: r("/etc/group"),
+            shadow: r("/etc/shadow"),
+        }
+    }
+}
+
+fn ids(text: &str) -> Vec<u32> {
+    text.lines()
+        .filter_map(|l| l.split(':').nth(2)?.parse().ok())
+        .collect()
+}
+
+fn field<'a>(text: &'a str, name: &str, idx: usize) -> Option<&'a str> {
+    text.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.first() == Some(&name)).then(|| f.get(idx).copied())?
+    })
+}
+
+fn append_line(text: &mut String, line: &str) {
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(line);
+    text.push('\n');
+}
+
+/// A user's home to make: name, path, uid, gid and the keys for its `authorized_keys`.
+pub type Home = (String, String, u32, u32, Vec<String>);
+
+/// coreos-cloudinit's `users:`: a user that does not exist is created (useradd's rules: the next
+/// free uid from 1000, or below 1000 for `system`; a group of its own unless `no_user_group` or
+/// `primary_group`; supplementary `groups`, which must exist; home made unless
+/// `no_create_home`); an existing user only gets its password hash replaced. Keys are returned
+/// per user for `authorized_keys`. Pure: new account texts and the homes to make.
+pub fn plan_users(
+    users: &[crust_common::cloudconfig::User],
+    acc: &Accounts,
+) -> Result<(Accounts, Vec<Home>), String> {
+    let mut out = acc.clone();
+    let mut homes = Vec::new();
+    for u in users {
+        if u.name.is_empty() || u.name.contains(':') || u.name.contains('\n') {
+            return Err(format!("users: {:?} is not a valid user name", u.name));
+        }
+        let exists = field(&out.passwd, &u.name, 0).is_some();
+        if !exists {
+            let taken: Vec<u32> = ids(&out.passwd);
+            let uid = if u.system {
+                (201..1000).rev().find(|i| !taken.contains(i))
+            } else {
+                (1000..60000).find(|i| !taken.contains(i))
+            }
+            .ok_or("users: no free uid left")?;
+            let gid = match &u.primary_group {
+                Some(g) => field(&out.group, g, 2)
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| {
+                        format!("users: {}: primary_group {g} does not exist", u.name)
+                    })?,
+                None if u.no_user_group => 100,
+                None => {
+                    let gtaken = ids(&out.group);
+                    let gid = if gtaken.contains(&uid) {
+                        (1000..60000)
+                            .find(|i| !gtaken.contains(i))
+                            .ok_or("users: no free gid left")?
+                    } else {
+                        uid
+                    };
+                    append_line(&mut out.group, &format!("{}:x:{gid}:", u.name));
+                    gid
+                }
+            };
+            let home = u
+                .homedir
+                .clone()
+                .unwrap_or_else(|| format!("/home/{}", u.name));
+            let shell = u.shell.clone().unwrap_or_else(|| "/bin/sh".into());
+            let gecos = u.gecos.clone().unwrap_or_default().replace(':', " ");
+            append_line(
+                &mut out.passwd,
+                &format!("{}:x:{uid}:{gid}:{gecos}:{home}:{shell}", u.name),
+            );
+            append_line(
+                &mut out.shadow,
+                &format!("{}:{}:1::::::", u.name, u.passwd.as_deref().unwrap_or("*")),
+            );
+            if !u.no_create_home {
+                homes.push((u.name.clone(), home, uid, gid, Vec::new()));
+            }
+        } else if let Some(hash) = &u.passwd {
+            out.shadow = out
+                .shadow
+                .lines()
+                .map(|l| {
+                    let mut f: Vec<String> = l.split(':').map(str::to_string).collect();
+                    if f.first().map(String::as_str) == Some(u.name.as_str()) && f.len() > 1 {
+                        f[1] = hash.clone();
+                    }
+                    f.join(":") + "\n"
+                })
+                .collect();
+        }
+        for g in &u.groups {
+            let mut found = false;
+            out.group = out
+                .group
+                .lines()
+                .map(|l| {
+                    let mut f: Vec<String> = l.split(':').map(str::to_string).collect();
+                    if f.first() == Some(g) && f.len() == 4 {
+                        found = true;
+                        let mut members: Vec<&str> =
+                            f[3].split(',').filter(|m| !m.is_empty()).collect();
+                        if !members.contains(&u.name.as_str()) {
+                            members.push(&u.name);
+                        }
+                        f[3] = members.join(",");
+                    }
+                    f.join(":") + "\n"
+                })
+                .collect();
+            if !found {
+                return Err(format!("users: {}: group {g} does not exist", u.name));
+            }
+        }
+        if !u.ssh_authorized_keys.is_empty() {
+            let uid: u32 = field(&out.passwd, &u.name, 2)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            let gid: u32 = field(&out.passwd, &u.name, 3)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            let home = field(&out.passwd, &u.name, 5).unwrap_or("/").to_string();
+            match homes.iter_mut().find(|h| h.0 == u.name) {
+                Some(h) => h.4.extend(u.ssh_authorized_keys.iter().cloned()),
+                None => homes.push((
+                    u.name.clone(),
+                    home,
+                    uid,
+                    gid,
+                    u.ssh_authorized_keys.clone(),
+                )),
+            }
+        }
+    }
+    Ok((out, homes))
+}
+
 /// A unit command to send once the files are in place.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Command {
@@ -80,10 +243,68 @@ fn wanted_by(content: &str) -> Vec<String> {
 /// Everything the document and metadata ask for. `passwd` is the current /etc/passwd (to
 /// know whether `core` exists). Fails only on data that cannot be decoded.
 pub fn plan(cfg: &CloudConfig, meta: &MetaData, update_conf_base: &str) -> Result<Plan, String> {
+    plan_with(cfg, meta, update_conf_base, &Accounts::default())
+}
+
+/// [`plan`] with the machine's account files, which `users:` edits.
+pub fn plan_with(
+    cfg: &CloudConfig,
+    meta: &MetaData,
+    update_conf_base: &str,
+    acc: &Accounts,
+) -> Result<Plan, String> {
     let mut p = Plan {
         hostname: cfg.hostname.clone().or_else(|| meta.hostname.clone()),
         ..Plan::default()
     };
+    let mut core_keys: Vec<String> = Vec::new();
+    if !cfg.users.is_empty() {
+        let (new, homes) = plan_users(&cfg.users, acc)?;
+        p.files.push(FileOp::Write {
+            path: "/etc/passwd".into(),
+            data: new.passwd.into_bytes(),
+            mode: 0o644,
+            owner: None,
+        });
+        p.files.push(FileOp::Write {
+            path: "/etc/group".into(),
+            data: new.group.into_bytes(),
+            mode: 0o644,
+            owner: None,
+        });
+        p.files.push(FileOp::Write {
+            path: "/etc/shadow".into(),
+            data: new.shadow.into_bytes(),
+            mode: 0o600,
+            owner: None,
+        });
+        for (name, home, uid, gid, keys) in homes {
+            if name == "core" {
+                core_keys.extend(keys);
+                continue;
+            }
+            p.files.push(FileOp::Dir {
+                path: home.clone(),
+                mode: 0o755,
+                uid,
+                gid,
+            });
+            if !keys.is_empty() {
+                p.files.push(FileOp::Dir {
+                    path: format!("{home}/.ssh"),
+                    mode: 0o700,
+                    uid,
+                    gid,
+                });
+                p.files.push(FileOp::Write {
+                    path: format!("{home}/.ssh/authorized_keys"),
+                    data: (keys.join("\n") + "\n").into_bytes(),
+                    mode: 0o600,
+                    owner: Some(format!("{uid}:{gid}")),
+                });
+            }
+        }
+    }
     // write_files first (decoded here so a bad encoding stops everything before any write).
     for f in &cfg.write_files {
         let data = f
@@ -98,7 +319,12 @@ pub fn plan(cfg: &CloudConfig, meta: &MetaData, update_conf_base: &str) -> Resul
     }
     // Keys for core: metadata keys and ssh_authorized_keys, once each.
     let mut keys: Vec<String> = Vec::new();
-    for k in meta.public_keys.iter().chain(&cfg.ssh_authorized_keys) {
+    for k in meta
+        .public_keys
+        .iter()
+        .chain(&cfg.ssh_authorized_keys)
+        .chain(&core_keys)
+    {
         let k = k.trim().to_string();
         if !k.is_empty() && !keys.contains(&k) {
             keys.push(k);
@@ -307,6 +533,33 @@ pub fn ensure_core(root: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// A scratch root holding the planned passwd/group (when `users:` changes them) so owners
+/// resolve against them before anything is written.
+fn tempfile_root(
+    root: &Path,
+    passwd: Option<String>,
+    group: Option<String>,
+) -> Result<Option<PathBuf>, String> {
+    if passwd.is_none() && group.is_none() {
+        return Ok(None);
+    }
+    let dir = std::env::temp_dir().join(format!("crust-cloudinit-{}", std::process::id()));
+    let etc = dir.join("etc");
+    std::fs::create_dir_all(&etc).map_err(|e| format!("creating {}: {e}", etc.display()))?;
+    let cur = |f: &str| std::fs::read_to_string(under(root, f)).unwrap_or_default();
+    std::fs::write(
+        etc.join("passwd"),
+        passwd.unwrap_or_else(|| cur("/etc/passwd")),
+    )
+    .map_err(|e| e.to_string())?;
+    std::fs::write(
+        etc.join("group"),
+        group.unwrap_or_else(|| cur("/etc/group")),
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(Some(dir))
+}
+
 fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), String> {
     let dir = path.parent().unwrap_or(Path::new("/"));
     std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
@@ -336,12 +589,26 @@ pub fn apply(root: &Path, plan: &Plan) -> Result<(), String> {
     if needs_core {
         ensure_core(root)?;
     }
+    // Owners are looked up in the account files as they will be (users: may add some).
+    let planned = |path: &str| {
+        plan.files.iter().find_map(|f| match f {
+            FileOp::Write { path: p, data, .. } if p == path => {
+                Some(String::from_utf8_lossy(data).into_owned())
+            }
+            _ => None,
+        })
+    };
+    let scratch = tempfile_root(root, planned("/etc/passwd"), planned("/etc/group"))?;
+    let lookup_root = scratch.as_deref().unwrap_or(root);
     let mut owners = Vec::new();
     for f in &plan.files {
         owners.push(match f {
-            FileOp::Write { owner: Some(o), .. } => Some(resolve_owner(root, o)?),
+            FileOp::Write { owner: Some(o), .. } => Some(resolve_owner(lookup_root, o)?),
             _ => None,
         });
+    }
+    if let Some(dir) = &scratch {
+        let _ = std::fs::remove_dir_all(dir);
     }
     for (f, owner) in plan.files.iter().zip(owners) {
         match f {
@@ -532,5 +799,69 @@ coreos:
         .unwrap();
         assert!(apply(root.path(), &bad).unwrap_err().contains("ghost"));
         assert!(!root.path().join("etc/first").exists());
+    }
+
+    #[test]
+    fn users_are_created_like_useradd() {
+        let acc = Accounts {
+            passwd: "root:x:0:0::/root:/bin/sh\ncore:x:500:500::/home/core:/bin/sh\n".into(),
+            group: "root:x:0:\nwheel:x:10:root\ncore:x:500:\n".into(),
+            shadow: "root:*:1::::::\ncore:*:1::::::\n".into(),
+        };
+        let c = cfg("#cloud-config\nusers:\n  - name: elroy\n    passwd: $6$x$y\n    groups: [wheel]\n    ssh_authorized_keys: [ssh-ed25519 E elroy]\n  - name: svc\n    system: true\n    no_create_home: true\n  - name: core\n    passwd: $6$new\n    ssh_authorized_keys: [ssh-ed25519 C more]\n");
+        let p = plan_with(&c, &MetaData::default(), "", &acc).unwrap();
+        let text = |path: &str| {
+            p.files
+                .iter()
+                .find_map(|f| match f {
+                    FileOp::Write { path: q, data, .. } if q == path => {
+                        Some(String::from_utf8_lossy(data).into_owned())
+                    }
+                    _ => None,
+                })
+                .unwrap()
+        };
+        let passwd = text("/etc/passwd");
+        assert!(
+            passwd.contains("elroy:x:1000:1000::/home/elroy:/bin/sh"),
+            "{passwd}"
+        );
+        assert!(
+            passwd.contains("svc:x:999:999::/home/svc:/bin/sh"),
+            "{passwd}"
+        );
+        let group = text("/etc/group");
+        assert!(
+            group.contains("wheel:x:10:root,elroy") && group.contains("elroy:x:1000:"),
+            "{group}"
+        );
+        let shadow = text("/etc/shadow");
+        assert!(
+            shadow.contains("elroy:$6$x$y:") && shadow.contains("core:$6$new:"),
+            "{shadow}"
+        );
+        assert_eq!(
+            text("/home/elroy/.ssh/authorized_keys"),
+            "ssh-ed25519 E elroy\n"
+        );
+        assert_eq!(
+            text("/home/core/.ssh/authorized_keys"),
+            "ssh-ed25519 C more\n"
+        );
+        assert!(p.files.contains(&FileOp::Dir {
+            path: "/home/elroy".into(),
+            mode: 0o755,
+            uid: 1000,
+            gid: 1000
+        }));
+        assert!(!p
+            .files
+            .iter()
+            .any(|f| matches!(f, FileOp::Dir { path, .. } if path == "/home/svc")));
+        // A missing group stops everything before anything is planned.
+        let bad = cfg("#cloud-config\nusers:\n  - name: x\n    groups: [nope]\n");
+        assert!(plan_with(&bad, &MetaData::default(), "", &acc)
+            .unwrap_err()
+            .contains("group nope does not exist"));
     }
 }

@@ -201,7 +201,12 @@ fn run(found: &Found) -> Result<(), String> {
     let base = std::fs::read_to_string("/etc/coreos/update.conf")
         .or_else(|_| std::fs::read_to_string("/usr/share/coreos/update.conf"))
         .unwrap_or_default();
-    let plan = apply::plan(&cfg, &found.meta, &base)?;
+    let plan = apply::plan_with(
+        &cfg,
+        &found.meta,
+        &base,
+        &apply::Accounts::read(Path::new("/")),
+    )?;
     apply::apply(Path::new("/"), &plan)?;
     if let Some(h) = &plan.hostname {
         let short = h.split('.').next().unwrap_or(h);
