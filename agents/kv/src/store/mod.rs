@@ -170,8 +170,34 @@ pub struct State {
     pub index: u64,
     /// Every node by full path; the root `/` is implicit.
     nodes: BTreeMap<String, Node>,
+    /// The refresh mark of each event is kept in snapshots (the API's JSON leaves it out), so
+    /// a member that restores one still keeps refreshes from live watchers.
+    #[serde(with = "history_with_refresh")]
     history: VecDeque<Event>,
     pub stats: StoreStats,
+}
+
+mod history_with_refresh {
+    use super::Event;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::collections::VecDeque;
+
+    pub fn serialize<S: Serializer>(h: &VecDeque<Event>, s: S) -> Result<S::Ok, S::Error> {
+        h.iter()
+            .map(|e| (e, e.refresh))
+            .collect::<Vec<_>>()
+            .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<VecDeque<Event>, D::Error> {
+        let v: Vec<(Event, bool)> = Vec::deserialize(d)?;
+        Ok(v.into_iter()
+            .map(|(mut e, refresh)| {
+                e.refresh = refresh;
+                e
+            })
+            .collect())
+    }
 }
 
 /// Cleans a key the way etcd does (`path.Clean` of `/` + key): one leading slash, no trailing
