@@ -366,6 +366,7 @@ fn same_answers_as_etcd_3_4() {
         ("GET", "/v2/keys/pp?quorum=true", ""),
         ("HEAD", "/v2/keys/pp", ""),
         ("HEAD", "/v2/keys/nokey", ""),
+        ("PATCH", "/v2/keys/pp", "value=1"),
     ];
     let mut mismatches = Vec::new();
     for (method, path, body) in script {
@@ -403,6 +404,16 @@ fn same_answers_as_etcd_3_4() {
         }
     }
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+    // The one chosen difference: values over crust kv's limit (1 MiB) are refused with a
+    // clear error, where etcd takes anything under its 1.5 MiB request limit.
+    let big = format!("value={}", "v".repeat(crust_kv::store::MAX_VALUE_BYTES + 1));
+    let (s1, _, b1) = http_full(&ours, "PUT", "/v2/keys/big", &big);
+    assert_eq!(s1, 400, "{b1}");
+    assert!(
+        b1.contains("\"errorCode\":209") && b1.contains("at most 1048576 bytes"),
+        "{b1}"
+    );
+    assert_eq!(http_full(&theirs, "PUT", "/v2/keys/big", &big).0, 201);
     // The comparison above saw real indexes (the script made dozens of writes).
     let end = etcd_index(&http_full(&theirs, "GET", "/v2/keys/", "").1);
     assert!(base2 > 0 && end > base2 + 20, "etcd index {base2} -> {end}");

@@ -215,6 +215,18 @@ async fn keys_request(
     q: Option<String>,
     body: Bytes,
 ) -> Response {
+    if !matches!(
+        method,
+        Method::GET | Method::HEAD | Method::PUT | Method::POST | Method::DELETE
+    ) {
+        // etcd answers other methods with a plain 405 and the methods it allows.
+        let mut r = (StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed").into_response();
+        r.headers_mut().insert(
+            "allow",
+            HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE"),
+        );
+        return r;
+    }
     let pairs = form_pairs(&body, q.as_deref());
     let req = match params::parse(method.as_str(), &key, &pairs) {
         Ok(r) => r,
