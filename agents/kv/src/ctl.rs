@@ -1,5 +1,6 @@
 //! `crustctl kv ...`: etcdctl's v2 verbs on the [`Client`], with etcdctl's output and exit codes
-//! (0 ok, 4 for an etcd error such as key not found, 2 for usage, 1 when no endpoint answers).
+//! (0 ok, 1 for bad arguments, 2 when no endpoint answers, 4 for an etcd error such as key not
+//! found, 5 when cluster-health finds the cluster unhealthy), as measured with Debian's etcdctl 3.4 (ETCDCTL_API=2).
 //!
 //! ```text
 //! crustctl kv [--endpoints URLS] get KEY | set KEY VALUE [--ttl N] | mk KEY VALUE [--ttl N]
@@ -67,9 +68,13 @@ fn fail(e: &ClientError) -> i32 {
             );
             4
         }
+        ClientError::Unexpected { .. } => {
+            eprintln!("Error:  {e}");
+            4
+        }
         other => {
             eprintln!("Error:  {other}");
-            1
+            2
         }
     }
 }
@@ -101,14 +106,14 @@ pub fn run(args: &[String]) -> i32 {
         Ok(a) => a,
         Err(e) => {
             eprintln!("crustctl kv: {e}\n{USAGE}");
-            return 2;
+            return 1;
         }
     };
     let c = match Client::new(&a.endpoints) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("crustctl kv: {e}; pass --endpoints http://HOST:2379");
-            return 2;
+            return 1;
         }
     };
     let w: Vec<&str> = a.words.iter().map(String::as_str).collect();
@@ -183,7 +188,16 @@ pub fn run(args: &[String]) -> i32 {
                 );
             }
         }),
-        ["cluster-health"] => c.members().map(|ms| {
+        ["cluster-health"] => {
+            let ms = match c.members() {
+                Ok(ms) => ms,
+                Err(e) => {
+                    // etcdctl's words and code (ExitServerError) when the list fails.
+                    println!("cluster may be unhealthy: failed to list members");
+                    fail(&e);
+                    return 4;
+                }
+            };
             let mut healthy = 0;
             for m in &ms {
                 let ok = m
@@ -207,13 +221,16 @@ pub fn run(args: &[String]) -> i32 {
             }
             if healthy * 2 > ms.len() {
                 println!("cluster is healthy");
+                Ok(())
             } else {
                 println!("cluster is unhealthy");
+                // etcdctl's ExitClusterNotHealthy.
+                return 5;
             }
-        }),
+        }
         _ => {
             eprintln!("{USAGE}");
-            return 2;
+            return 1;
         }
     };
     match r {

@@ -289,6 +289,16 @@ fn rust_client_speaks_the_api() {
     assert_eq!(run(&["mk", "/k", "v"]), 4);
     assert_eq!(run(&["get", "/nope"]), 4);
     assert_eq!(run(&["ls", "/", "-r"]), 0);
-    assert_eq!(run(&["frobnicate"]), 2);
+    assert_eq!(run(&["frobnicate"]), 1);
+    assert_eq!(run(&["get"]), 1);
     assert_eq!(run(&["cluster-health"]), 0);
+    // Nothing listens on port 1: etcdctl says 2 for a connection failure.
+    let down = |args: &[&str]| {
+        let mut v = vec!["--endpoints".to_string(), "http://127.0.0.1:1".to_string()];
+        v.extend(args.iter().map(|s| s.to_string()));
+        crust_kv::ctl::run(&v)
+    };
+    assert_eq!(down(&["get", "/k"]), 2);
+    assert_eq!(down(&["member", "list"]), 2);
+    assert_eq!(down(&["cluster-health"]), 4);
 }
