@@ -683,3 +683,81 @@ fn watches_and_expiry_like_etcd_3_4() {
     }
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
 }
+
+/// The same etcdctl commands against crust kv and etcd 3.4: same exit codes, same output
+/// (numbers masked: indexes and TTLs differ between the two servers).
+#[test]
+fn etcdctl_prints_the_same_for_both() {
+    if !ensure("etcdctl", "etcd-client") || !ensure("etcd", "etcd-server") {
+        return;
+    }
+    let etcd = start_etcd("etcdctl");
+    let srv = server();
+    let script: &[&[&str]] = &[
+        &["set", "/c/a", "1"],
+        &["get", "/c/a"],
+        &["mk", "/c/a", "2"],
+        &["mk", "/c/b", "2"],
+        &["mkdir", "/c/d"],
+        &["mkdir", "/c/d"],
+        &["set", "/c/d/x", "y"],
+        &["ls", "--sort", "/c"],
+        &["ls", "--sort", "-r", "/c"],
+        &["ls", "--sort", "-p", "/c"],
+        &["ls", "/nothing"],
+        &["get", "/c/d"],
+        &["update", "/c/a", "3"],
+        &["update", "/c/zz", "3"],
+        &["set", "--swap-with-value", "3", "/c/a", "4"],
+        &["set", "--swap-with-value", "9", "/c/a", "5"],
+        &["set", "--ttl", "100", "/c/t", "v"],
+        &["mk", "--in-order", "/c/q", "job"],
+        &["-o", "json", "get", "/c/a"],
+        &["-o", "extended", "get", "/c/a"],
+        &["updatedir", "--ttl", "50", "/c/d"],
+        &["setdir", "/c/e"],
+        &["rmdir", "/c/d"],
+        &["rm", "/c/d"],
+        &["rm", "--dir", "/c/e"],
+        &["rm", "--with-value", "9", "/c/a"],
+        &["rm", "--with-value", "4", "/c/a"],
+        &["get", "/c/a"],
+        &["rm", "-r", "/c"],
+        &["ls"],
+        &["get"],
+        &["set", "/only-key"],
+    ];
+    let mask = |s: &[u8]| -> String {
+        let s = String::from_utf8_lossy(s);
+        let mut out = String::new();
+        let mut last_digit = false;
+        for ch in s.chars() {
+            if ch.is_ascii_digit() {
+                if !last_digit {
+                    out.push('#');
+                }
+                last_digit = true;
+            } else {
+                out.push(ch);
+                last_digit = false;
+            }
+        }
+        out
+    };
+    let ours = format!("http://{}", srv.addr);
+    let theirs = format!("http://{}", etcd.addr);
+    let mut mismatches = Vec::new();
+    for args in script {
+        let a = etcdctl(&ours, args);
+        let b = etcdctl(&theirs, args);
+        let (ca, cb) = (a.status.code(), b.status.code());
+        let (oa, ob) = (mask(&a.stdout), mask(&b.stdout));
+        let (ea, eb) = (mask(&a.stderr), mask(&b.stderr));
+        if ca != cb || oa != ob || ea != eb {
+            mismatches.push(format!(
+                "etcdctl {args:?}:\n  crust {ca:?} {oa:?} {ea:?}\n  etcd  {cb:?} {ob:?} {eb:?}"
+            ));
+        }
+    }
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+}
