@@ -579,21 +579,13 @@ fn watches_and_expiry_like_etcd_3_4() {
         );
         let ie = event_index(&exp);
         let (_, head, _) = q("/v2/keys/w");
-        let etcd_index: u64 = head
-            .lines()
-            .find_map(|l| {
-                l.to_ascii_lowercase()
-                    .strip_prefix("x-etcd-index:")
-                    .map(|v| v.trim().to_string())
-            })
-            .unwrap()
-            .parse()
-            .unwrap();
+        let after_expiry = etcd_index(&head);
+        assert!(after_expiry > 0);
         seen.borrow_mut().push((
             "index after expiry".into(),
             0,
             vec![],
-            serde_json::json!(etcd_index - ie),
+            serde_json::json!(after_expiry - ie),
         ));
         record("gone", q("/v2/keys/w/t"));
         // A watch waiting for the next change.
@@ -652,6 +644,35 @@ fn watches_and_expiry_like_etcd_3_4() {
                 "/v2/keys/w/d?dir=true&prevExist=true&refresh=true&ttl=200",
                 "",
             ),
+        );
+        // Hidden keys: a waiting recursive watch skips them; a history scan does not.
+        let a2 = addr.to_string();
+        let waiter = std::thread::spawn(move || {
+            http_full(&a2, "GET", "/v2/keys/h?wait=true&recursive=true", "")
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        let hid = record("hidden", http_full(addr, "PUT", "/v2/keys/h/_x", "value=1"));
+        record("visible", http_full(addr, "PUT", "/v2/keys/h/y", "value=2"));
+        record("woken by visible", waiter.join().unwrap());
+        record(
+            "history has hidden",
+            q(&format!(
+                "/v2/keys/h?wait=true&recursive=true&waitIndex={}",
+                event_index(&hid)
+            )),
+        );
+        // The 1000-event history: the oldest kept index still answers, the one before is 401.
+        for i in 0..1000 {
+            http_full(addr, "PUT", "/v2/keys/many", &format!("value={i}"));
+        }
+        let now = etcd_index(&q("/v2/keys/many").1);
+        record(
+            "oldest kept",
+            q(&format!("/v2/keys/many?wait=true&waitIndex={}", now - 999)),
+        );
+        record(
+            "cleared",
+            q(&format!("/v2/keys/many?wait=true&waitIndex={}", now - 1000)),
         );
         for path in [
             "/version",
