@@ -367,6 +367,21 @@ fn same_answers_as_etcd_3_4() {
         ("HEAD", "/v2/keys/pp", ""),
         ("HEAD", "/v2/keys/nokey", ""),
         ("PATCH", "/v2/keys/pp", "value=1"),
+        // Form bodies and query strings as Go merges them: body first, first value wins.
+        ("PUT", "/v2/keys/fp?value=q", "value=b"),
+        ("PUT", "/v2/keys/fp?ttl=abc", "ttl=5&value=1"),
+        ("PUT", "/v2/keys/fp", "value=a&value=b"),
+        ("PUT", "/v2/keys/fp", "value=a+b%21%zz"),
+        ("PUT", "/v2/keys/fp", "value=a+b%21"),
+        ("GET", "/v2/keys/fp", ""),
+        ("GET", "/v2/keys/fp?recursive=true;sorted=true", ""),
+        ("GET", "/v2/keys/fp?recursive=%zz", ""),
+        ("DELETE", "/v2/keys/fp", "prevValue=zzz"),
+        ("PUT", "/v2/keys/a%20b/%C3%A9", "value=x"),
+        ("GET", "/v2/keys/a%20b?recursive=true", ""),
+        ("PUT", "/v2/keys//x//y/", "value=1"),
+        ("GET", "/v2/keys/x/./y", ""),
+        ("DELETE", "/v2/keys/x/y/../y", ""),
     ];
     let mut mismatches = Vec::new();
     for (method, path, body) in script {

@@ -181,12 +181,85 @@ impl Api {
     }
 }
 
-fn form_pairs(body: &[u8], query: Option<&str>) -> Vec<(String, String)> {
-    // Go's FormValue: values in the body come first, then the URL query.
-    form_urlencoded::parse(body)
-        .chain(form_urlencoded::parse(query.unwrap_or("").as_bytes()))
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect()
+/// The request's parameters as Go's `Request.ParseForm` gives them to etcd: the form body
+/// (POST and PUT only) first, then the URL query; a bad `%` escape or a `;` separator is an
+/// error, reported after all pairs that did parse.
+fn form_pairs(
+    method: &Method,
+    body: &[u8],
+    query: Option<&str>,
+) -> Result<Vec<(String, String)>, String> {
+    let mut pairs = Vec::new();
+    let mut first_err = None;
+    let body = if matches!(*method, Method::POST | Method::PUT) {
+        String::from_utf8_lossy(body).into_owned()
+    } else {
+        String::new()
+    };
+    for part in [body.as_str(), query.unwrap_or("")] {
+        if let Err(e) = go_parse_query(part, &mut pairs) {
+            first_err.get_or_insert(e);
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(pairs),
+    }
+}
+
+/// Go's `url.ParseQuery`: `&`-separated `key=value` pairs, `+` is a space, `%XX` must be hex.
+fn go_parse_query(s: &str, out: &mut Vec<(String, String)>) -> Result<(), String> {
+    let mut err = None;
+    for pair in s.split('&').filter(|p| !p.is_empty()) {
+        if pair.contains(';') {
+            err.get_or_insert_with(|| "invalid semicolon separator in query".to_string());
+            continue;
+        }
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match (go_unescape(k), go_unescape(v)) {
+            (Ok(k), Ok(v)) => out.push((k, v)),
+            (Err(e), _) | (_, Err(e)) => {
+                err.get_or_insert(e);
+            }
+        }
+    }
+    err.map_or(Ok(()), Err)
+}
+
+fn go_unescape(s: &str) -> Result<String, String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let hex = |c: u8| (c as char).to_digit(16);
+                match (
+                    b.get(i + 1).and_then(|&c| hex(c)),
+                    b.get(i + 2).and_then(|&c| hex(c)),
+                ) {
+                    (Some(h), Some(l)) => {
+                        out.push((h * 16 + l) as u8);
+                        i += 3;
+                    }
+                    _ => {
+                        let end = (i + 3).min(b.len());
+                        let bad = String::from_utf8_lossy(&b[i..end]);
+                        return Err(format!("invalid URL escape {bad:?}"));
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
 async fn keys_root(
@@ -201,11 +274,46 @@ async fn keys_root(
 async fn keys(
     State(api): State<Api>,
     method: Method,
+    uri: axum::http::Uri,
     Path(key): Path<String>,
     RawQuery(q): RawQuery,
     body: Bytes,
 ) -> Response {
+    if let Some(r) = redirect_unclean(&method, &uri) {
+        return r;
+    }
     keys_request(api, method, key, q, body).await
+}
+
+/// Go's `http.ServeMux` in front of etcd answers a path with `//`, `.` or `..` segments with
+/// `301 Moved Permanently` to the cleaned path (a trailing slash kept), for every method.
+fn redirect_unclean(method: &Method, uri: &axum::http::Uri) -> Option<Response> {
+    let path = uri.path();
+    let mut clean = store::clean_key(path);
+    if path.ends_with('/') && clean != "/" {
+        clean.push('/');
+    }
+    if clean == path {
+        return None;
+    }
+    let location = match uri.query() {
+        Some(q) => format!("{clean}?{q}"),
+        None => clean,
+    };
+    let mut r = if matches!(*method, Method::GET | Method::HEAD) {
+        let body = format!("<a href=\"{location}\">Moved Permanently</a>.\n\n");
+        let mut r = (StatusCode::MOVED_PERMANENTLY, body).into_response();
+        r.headers_mut().insert(
+            "content-type",
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        r
+    } else {
+        // No body and no Content-Type, as Go's redirect for other methods.
+        (StatusCode::MOVED_PERMANENTLY, ()).into_response()
+    };
+    set_header(r.headers_mut(), "location", location);
+    Some(r)
 }
 
 async fn keys_request(
@@ -227,7 +335,10 @@ async fn keys_request(
         );
         return r;
     }
-    let pairs = form_pairs(&body, q.as_deref());
+    let pairs = match form_pairs(&method, &body, q.as_deref()) {
+        Ok(p) => p,
+        Err(cause) => return api.error(&EtcdError::new(ecode::INVALID_FORM, cause, 0)),
+    };
     let req = match params::parse(method.as_str(), &key, &pairs) {
         Ok(r) => r,
         Err(e) => return api.error(&e),
