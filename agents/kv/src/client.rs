@@ -115,11 +115,9 @@ impl Client {
         form: Option<&str>,
         timeout: Option<Duration>,
     ) -> Result<Event, ClientError> {
-        let key = if key.starts_with('/') {
-            key.to_string()
-        } else {
-            format!("/{key}")
-        };
+        // Cleaned as the server would (`a//b/` -> `/a/b`): etcd answers unclean paths with a
+        // redirect, which callers that join key parts should never have to handle.
+        let key = crate::store::clean_key(key);
         let path = format!("/v2/keys{}{}", encode_path(&key), query);
         let (status, body) = self.send(method, &path, form, timeout)?;
         if let Ok(ev) = serde_json::from_str::<Event>(&body) {

@@ -248,6 +248,19 @@ fn rust_client_speaks_the_api() {
         c.get("/c/a", false).unwrap().node.value.as_deref(),
         Some("x y&z")
     );
+    // Keys joined from parts are cleaned before sending (the server redirects unclean paths).
+    assert_eq!(
+        c.get("c//a/", false).unwrap().node.value.as_deref(),
+        Some("x y&z")
+    );
+    // The server's redirect, as etcd gives it.
+    let r = ureq_like(&srv.addr.to_string(), "GET", "/v2/keys/c//a");
+    assert!(r.starts_with("HTTP/1.1 301"), "{r}");
+    assert!(
+        r.to_ascii_lowercase()
+            .contains("location: /v2/keys/c/a\r\n"),
+        "{r}"
+    );
     assert_eq!(
         c.create("/c/a", "again", None).unwrap_err().code(),
         Some(105)
@@ -301,4 +314,18 @@ fn rust_client_speaks_the_api() {
     assert_eq!(down(&["get", "/k"]), 2);
     assert_eq!(down(&["member", "list"]), 2);
     assert_eq!(down(&["cluster-health"]), 4);
+}
+
+/// The raw answer to one request without a body (head and body as text).
+fn ureq_like(addr: &str, method: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    raw
 }
