@@ -546,11 +546,16 @@ fn watches_and_expiry_like_etcd_3_4() {
         let base = etcd_index(&http_full(addr, "GET", "/v2/keys/", "").1);
         let seen = std::cell::RefCell::new(Vec::new());
         let record = |what: &str, (status, head, body): (u16, String, String)| {
+            // X-Etcd-Index too: on a watch it is the index when the watch started.
+            let index = match etcd_index(&head) {
+                0 => 0,
+                i => i.saturating_sub(base),
+            };
             seen.borrow_mut().push((
                 what.to_string(),
                 status,
                 etcd_headers(&head),
-                shape_from(&body, Some(base)),
+                serde_json::json!([index, shape_from(&body, Some(base))]),
             ));
             body
         };
