@@ -49,7 +49,9 @@ pub fn router(api: Api) -> Router {
         .route("/v2/members/leader", get(members_leader))
         .route(
             "/v2/members/{id}",
-            axum::routing::delete(members_remove).put(members_update),
+            axum::routing::delete(members_remove)
+                .put(members_update)
+                .get(members_get_one),
         )
         .route("/v2/stats/self", get(stats_self))
         .route("/v2/stats/leader", get(stats_leader))
@@ -548,7 +550,13 @@ fn parse_peer_urls(
         return Err(Box::new(message(
             api,
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "Bad Content-Type application/json required",
+            &format!(
+                "Bad Content-Type {}, accept application/json",
+                headers
+                    .get("content-type")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+            ),
         )));
     }
     let p: PeerUrls = serde_json::from_slice(body).map_err(|e| {
@@ -558,6 +566,13 @@ fn parse_peer_urls(
             &format!("bad request body: {e}; send {{\"peerURLs\":[\"http://host:2380\"]}}"),
         )
     })?;
+    if p.peer_urls.is_empty() {
+        return Err(Box::new(message(
+            api,
+            StatusCode::BAD_REQUEST,
+            "no valid URLs given",
+        )));
+    }
     for u in &p.peer_urls {
         if !(u.starts_with("http://") || u.starts_with("https://")) {
             return Err(Box::new(message(
@@ -598,14 +613,24 @@ async fn members_add(State(api): State<Api>, headers: HeaderMap, body: Bytes) ->
     }
 }
 
+/// The id of a member that exists (etcd answers 404 `No such member` otherwise, before
+/// asking Raft, so the backend's wording does not decide the status).
 fn parse_id(api: &Api, id: &str) -> Result<u64, Box<Response>> {
-    u64::from_str_radix(id, 16).map_err(|_| {
-        Box::new(message(
-            api,
-            StatusCode::NOT_FOUND,
-            &format!("No such member: {id}"),
-        ))
-    })
+    u64::from_str_radix(id, 16)
+        .ok()
+        .filter(|n| api.backend.members().iter().any(|m| m.id == *n))
+        .ok_or_else(|| {
+            Box::new(message(
+                api,
+                StatusCode::NOT_FOUND,
+                &format!("No such member: {id}"),
+            ))
+        })
+}
+
+/// `GET /v2/members/ID`: etcd has no such resource.
+async fn members_get_one(State(api): State<Api>) -> Response {
+    message(&api, StatusCode::NOT_FOUND, "Not found")
 }
 
 async fn members_remove(State(api): State<Api>, Path(id): Path<String>) -> Response {
