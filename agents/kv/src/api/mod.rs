@@ -6,6 +6,14 @@
 //! [`Backend::propose`], stamped with this member's clock. Status codes, headers
 //! (`X-Etcd-Index`, `X-Raft-Index`, `X-Raft-Term`, `X-Etcd-Cluster-Id`) and JSON bodies follow
 //! etcd 2.3 / 3.4's v2 API.
+//!
+//! For a Raft backend: build `Api { backend, store, name, started }` with the same
+//! `Arc<Store>` that replication applies to, mount [`router`] on the client listener and call
+//! [`spawn_expiry`] once. [`BackendError`]s become answers as etcd gives them: on keys,
+//! `NoLeader` is etcd error 301 (during leader election) and `Timeout`/`Other` are 300 (raft
+//! internal), both HTTP 500; from membership calls,
+//! `Membership` text containing "exists" or "duplicate" is 409, starting with "no member" is
+//! 404, other text 400; unknown member ids are refused with 404 before the backend is asked.
 
 pub mod params;
 
