@@ -100,7 +100,10 @@ fn keys_api_matches_etcd() {
     assert_eq!(r.status, 201);
     assert_eq!(
         r.body,
-        r#"{"action":"set","node":{"key":"/foo","value":"bar","modifiedIndex":1,"createdIndex":1}}"#
+        concat!(
+            r#"{"action":"set","node":{"key":"/foo","value":"bar","modifiedIndex":1,"createdIndex":1}}"#,
+            "\n"
+        )
     );
     assert_eq!(r.header("x-etcd-index"), Some("1"));
     assert!(r.header("x-raft-index").is_some() && r.header("x-raft-term").is_some());
@@ -113,14 +116,20 @@ fn keys_api_matches_etcd() {
     let r = form(a, "GET", "/v2/keys/", "");
     assert_eq!(
         r.body,
-        r#"{"action":"get","node":{"dir":true,"nodes":[{"key":"/foo","value":"baz","modifiedIndex":2,"createdIndex":2}]}}"#
+        concat!(
+            r#"{"action":"get","node":{"dir":true,"nodes":[{"key":"/foo","value":"baz","modifiedIndex":2,"createdIndex":2}]}}"#,
+            "\n"
+        )
     );
     // Errors: status, code, cause, and X-Etcd-Index.
     let r = form(a, "GET", "/v2/keys/nope", "");
     assert_eq!(r.status, 404);
     assert_eq!(
         r.body,
-        r#"{"errorCode":100,"message":"Key not found","cause":"/nope","index":2}"#
+        concat!(
+            r#"{"errorCode":100,"message":"Key not found","cause":"/nope","index":2}"#,
+            "\n"
+        )
     );
     let r = form(a, "PUT", "/v2/keys/foo?ttl=abc", "value=x");
     assert_eq!((r.status, r.json()["errorCode"].as_u64()), (400, Some(202)));

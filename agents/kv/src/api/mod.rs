@@ -158,7 +158,7 @@ impl Api {
 
     fn error(&self, e: &EtcdError) -> Response {
         let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
-        let body = serde_json::to_string(e).unwrap_or_default();
+        let body = go_encode(e);
         let mut r = (status, body).into_response();
         let h = r.headers_mut();
         h.insert("content-type", HeaderValue::from_static("application/json"));
@@ -168,11 +168,7 @@ impl Api {
     }
 
     fn event(&self, status: StatusCode, e: &Event, index: u64, head: bool) -> Response {
-        let body = if head {
-            String::new()
-        } else {
-            serde_json::to_string(e).unwrap_or_default()
-        };
+        let body = if head { String::new() } else { go_encode(e) };
         self.json(status, body, Some(index))
     }
 
@@ -189,6 +185,26 @@ impl Api {
         };
         self.error(&EtcdError::new(code, cause, self.store.index()))
     }
+}
+
+/// JSON as etcd writes events, errors and members (Go's `json.Encoder`): `<`, `>`, `&`,
+/// U+2028 and U+2029 escaped as `\uXXXX`, and a newline at the end.
+pub fn go_encode<T: Serialize>(v: &T) -> String {
+    let json = serde_json::to_string(v).unwrap_or_default();
+    let mut out = String::with_capacity(json.len() + 1);
+    // These characters only occur inside JSON strings, so escaping them keeps the JSON valid.
+    for c in json.chars() {
+        match c {
+            '<' => out.push_str("\\u003c"),
+            '>' => out.push_str("\\u003e"),
+            '&' => out.push_str("\\u0026"),
+            '\u{2028}' => out.push_str("\\u2028"),
+            '\u{2029}' => out.push_str("\\u2029"),
+            c => out.push(c),
+        }
+    }
+    out.push('\n');
+    out
 }
 
 /// The request's parameters as Go's `Request.ParseForm` gives them to etcd: the form body
@@ -338,7 +354,7 @@ async fn keys_request(
         Method::GET | Method::HEAD | Method::PUT | Method::POST | Method::DELETE
     ) {
         // etcd answers other methods with a plain 405 and the methods it allows.
-        let mut r = (StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed").into_response();
+        let mut r = (StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n").into_response();
         r.headers_mut().insert(
             "allow",
             HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE"),
@@ -465,8 +481,7 @@ async fn watch(
         move |(store, key, mut since)| async move {
             match next_event(&store, &key, recursive, &mut since, began).await {
                 Ok(ev) => {
-                    let mut line = serde_json::to_vec(&ev).unwrap_or_default();
-                    line.push(b'\n');
+                    let line = go_encode(&ev).into_bytes();
                     Some((
                         Ok::<_, std::io::Error>(Bytes::from(line)),
                         (store, key, since),
@@ -524,7 +539,7 @@ async fn members_list(State(api): State<Api>) -> Response {
     let members: Vec<MemberJson> = api.backend.members().iter().map(MemberJson::from).collect();
     api.json(
         StatusCode::OK,
-        serde_json::json!({ "members": members }).to_string(),
+        go_encode(&serde_json::json!({ "members": members })),
         None,
     )
 }
@@ -532,11 +547,7 @@ async fn members_list(State(api): State<Api>) -> Response {
 async fn members_leader(State(api): State<Api>) -> Response {
     let leader = api.backend.leader();
     match api.backend.members().iter().find(|m| Some(m.id) == leader) {
-        Some(m) => api.json(
-            StatusCode::OK,
-            serde_json::to_string(&MemberJson::from(m)).unwrap_or_default(),
-            None,
-        ),
+        Some(m) => api.json(StatusCode::OK, go_encode(&MemberJson::from(m)), None),
         None => message(
             &api,
             StatusCode::SERVICE_UNAVAILABLE,
@@ -612,11 +623,7 @@ async fn members_add(State(api): State<Api>, headers: HeaderMap, body: Bytes) ->
         Err(r) => return *r,
     };
     match api.backend.add_member(urls).await {
-        Ok(m) => api.json(
-            StatusCode::CREATED,
-            serde_json::to_string(&MemberJson::from(&m)).unwrap_or_default(),
-            None,
-        ),
+        Ok(m) => api.json(StatusCode::CREATED, go_encode(&MemberJson::from(&m)), None),
         Err(e) => membership_error(&api, e),
     }
 }
