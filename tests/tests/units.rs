@@ -20,7 +20,7 @@ fn main_pid(c: &Cluster, unit: &str) -> Result<Option<u32>> {
     Ok(out
         .lines()
         .find(|l| l.starts_with(unit))
-        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|l| l.split_whitespace().nth(3))
         .and_then(|p| p.parse().ok()))
 }
 
@@ -112,7 +112,7 @@ fn cloud_config_unit_restarts_and_stop_kills_children() -> Result<()> {
 
     // Status shows the service's cgroup and what it uses; the forked child is in it too.
     let status = n.sh("crustctl status loop.service")?;
-    assert!(status.contains("State: active"), "{status}");
+    assert!(status.contains("State: active (running)"), "{status}");
     assert!(status.contains("Restarts: 1"), "{status}");
     assert!(status.contains("Memory: "), "{status}");
     assert!(

@@ -116,11 +116,7 @@ fn unit_status(socket: &str, unit: &str) -> i32 {
 
 /// One unit in `status` form.
 pub fn render_unit(u: &crate::manager::UnitStatus) -> String {
-    let mut out = format!(
-        "{}
-     State: {}",
-        u.name, u.state
-    );
+    let mut out = format!("{}\n     State: {} ({})", u.name, u.state, u.sub);
     if let Some(r) = &u.reason {
         out.push_str(&format!(" ({r})"));
     }
@@ -369,10 +365,16 @@ pub fn render(request: &Request, resp: &Response) -> String {
         if *request == Request::Status {
             out.push('\n');
         }
-        out.push_str(&format!("{:<32} {:<13} {:>7}\n", "UNIT", "STATE", "PID"));
+        out.push_str(&format!(
+            "{:<32} {:<12} {:<13} {:>7}\n",
+            "UNIT", "ACTIVE", "SUB", "PID"
+        ));
         for u in units {
             let pid = u.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
-            out.push_str(&format!("{:<32} {:<13} {:>7}", u.name, u.state, pid));
+            out.push_str(&format!(
+                "{:<32} {:<12} {:<13} {:>7}",
+                u.name, u.state, u.sub, pid
+            ));
             if u.restarts > 0 {
                 out.push_str(&format!("  restarts={}", u.restarts));
             }
@@ -400,6 +402,7 @@ mod tests {
             units: Some(vec![UnitStatus {
                 name: "console-shell.service".into(),
                 state: "active".into(),
+                sub: "running".into(),
                 pid: Some(42),
                 reason: None,
                 restarts: 2,

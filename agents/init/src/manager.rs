@@ -59,6 +59,20 @@ impl State {
         }
     }
 
+    /// systemd's (active state, sub-state) for this state.
+    pub fn systemd(&self) -> (&'static str, &'static str) {
+        match self {
+            State::Waiting => ("inactive", "dead"),
+            State::Activating { .. } => ("activating", "start"),
+            State::Active { pid } if *pid > 0 => ("active", "running"),
+            State::Active { .. } => ("active", "exited"),
+            State::Exited | State::Stopped => ("inactive", "dead"),
+            State::AutoRestart { .. } => ("activating", "auto-restart"),
+            State::Failed { .. } => ("failed", "failed"),
+            State::Stopping { .. } => ("deactivating", "stop-sigterm"),
+        }
+    }
+
     pub fn pid(&self) -> Option<i32> {
         match self {
             State::Activating { pid } | State::Active { pid } | State::Stopping { pid }
@@ -82,7 +96,11 @@ impl State {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UnitStatus {
     pub name: String,
+    /// systemd's active state: active, activating, deactivating, failed or inactive.
     pub state: String,
+    /// systemd's sub-state: running, exited, dead, start, auto-restart, stop-sigterm, failed.
+    #[serde(default)]
+    pub sub: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -651,13 +669,9 @@ impl Manager {
 
     /// systemd's active state of `name`: active, activating, deactivating, failed or inactive.
     pub fn active_state(&self, name: &str) -> &'static str {
-        match self.position(name).map(|i| &self.units[i].state) {
-            Some(State::Active { .. }) => "active",
-            Some(State::Activating { .. }) | Some(State::AutoRestart { .. }) => "activating",
-            Some(State::Waiting) => "activating",
-            Some(State::Stopping { .. }) => "deactivating",
-            Some(State::Failed { .. }) => "failed",
-            Some(State::Exited) | Some(State::Stopped) | None => "inactive",
+        match self.position(name) {
+            Some(i) => self.units[i].state.systemd().0,
+            None => "inactive",
         }
     }
 
@@ -736,7 +750,8 @@ impl Manager {
             .iter()
             .map(|m| UnitStatus {
                 name: m.unit.name.clone(),
-                state: m.state.name().to_string(),
+                state: m.state.systemd().0.to_string(),
+                sub: m.state.systemd().1.to_string(),
                 pid: m.state.pid(),
                 reason: match &m.state {
                     State::Failed { reason } => Some(reason.clone()),
@@ -853,7 +868,7 @@ mod tests {
         assert_eq!(m.due(0), [0]);
         m.spawned(0, 5, 0);
         m.exited(5, true, "exited 0", 1000);
-        assert_eq!(m.list()[0].state, "auto-restart");
+        assert_eq!(m.list()[0].sub, "auto-restart");
         assert_eq!(m.next_timer(), Some(1100));
         assert!(m.due(1099).is_empty());
         assert_eq!(m.due(1100), [0]);
@@ -925,7 +940,7 @@ mod tests {
         m.exited(7, false, "killed by SIGTERM", 2);
         assert!(m.stopping_pids().is_empty());
         assert!(m.due(1_000_000).is_empty());
-        assert_eq!(m.list()[0].state, "stopped");
+        assert_eq!(m.list()[0].state, "inactive");
     }
 
     #[test]

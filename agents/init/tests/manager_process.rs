@@ -176,7 +176,9 @@ fn manager_as_a_child_process() {
     );
     // BindsTo= and PartOf= units stopped with it.
     for u in ["bound.service", "part.service"] {
-        wait_for(u, || unit_line(&m, u).is_some_and(|s| s.state == "stopped"));
+        wait_for(u, || {
+            unit_line(&m, u).is_some_and(|s| s.state == "inactive")
+        });
     }
     // Its output went to the store under the root.
     let log = std::fs::read_to_string(root.join("var/log/crust/loop.service.log")).unwrap();
