@@ -649,7 +649,16 @@ fn watches_and_expiry_like_etcd_3_4() {
                 what.to_string(),
                 status,
                 etcd_headers(&head),
-                serde_json::json!([index, shape_from(&body, Some(base))]),
+                serde_json::json!([
+                    index,
+                    shape_from(&body, Some(base)),
+                    // Byte for byte too, numbers masked (listings aside: etcd's order is random).
+                    if body.contains("\"nodes\"") {
+                        String::new()
+                    } else {
+                        mask_digits(&body)
+                    },
+                ]),
             ));
             body
         };
