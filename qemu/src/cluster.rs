@@ -566,23 +566,16 @@ fn seed_discovery(d: &DiscoveryInfo, size: usize) -> Result<()> {
     }
 }
 
-/// One form-encoded PUT to 127.0.0.1; returns the HTTP status.
+/// One form-encoded PUT to 127.0.0.1 with the agents' HTTP client; returns the HTTP status.
 fn http_put(port: u16, path: &str, body: &str) -> std::io::Result<u16> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        s,
-        "PUT {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
-         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut head = [0u8; 12];
-    s.read_exact(&mut head)?;
-    std::str::from_utf8(&head[9..12])
-        .ok()
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| std::io::Error::other("not an HTTP answer"))
+    let url = crust_common::http::Url {
+        host: "127.0.0.1".into(),
+        port,
+        path: path.into(),
+    };
+    crust_common::http::request("PUT", &url, None, Some(body))
+        .map(|r| r.status)
+        .map_err(std::io::Error::other)
 }
 
 /// Picks `n` pairs of free 127.0.0.1 ports (held together while choosing so none repeats).

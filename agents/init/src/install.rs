@@ -20,18 +20,24 @@ fn at(root: &Path, dir: &str) -> PathBuf {
 
 /// The file defining `name`, highest precedence first (templates for instances).
 pub fn find(root: &Path, name: &str) -> Option<PathBuf> {
-    let template = name
-        .split_once('@')
-        .and_then(|(p, rest)| rest.rsplit_once('.').map(|(_, t)| format!("{p}@.{t}")));
-    for n in std::iter::once(name.to_string()).chain(template) {
-        for d in DIRS {
-            let p = at(root, d).join(&n);
-            if fs::symlink_metadata(&p).is_ok() {
-                return Some(p);
-            }
-        }
-    }
-    None
+    let dirs: Vec<PathBuf> = DIRS.iter().map(|d| at(root, d)).collect();
+    find_in(&dirs, name)
+}
+
+/// The file defining `name` in `dirs` (highest precedence first); an instance
+/// (`a@x.service`) falls back to its template (`a@.service`).
+pub fn find_in(dirs: &[PathBuf], name: &str) -> Option<PathBuf> {
+    let template = crust_common::unit::UnitName::parse(name)
+        .ok()
+        .filter(|n| n.instance.as_deref().is_some_and(|i| !i.is_empty()))
+        .map(|n| format!("{}@.{}", n.prefix, n.kind));
+    std::iter::once(name.to_string())
+        .chain(template)
+        .find_map(|n| {
+            dirs.iter()
+                .map(|d| d.join(&n))
+                .find(|p| fs::symlink_metadata(p).is_ok())
+        })
 }
 
 /// Whether the highest-precedence file for `name` is a link to /dev/null.

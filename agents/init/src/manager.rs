@@ -149,6 +149,25 @@ struct Managed {
     requires: Vec<usize>,
 }
 
+impl Managed {
+    fn new(unit: Unit, state: State, wanted: bool) -> Managed {
+        Managed {
+            unit,
+            state,
+            was_active: false,
+            starts: VecDeque::new(),
+            wanted,
+            timed_out: None,
+            start_after_stop: false,
+            restarts: 0,
+            start_deadline_ms: None,
+            status_text: None,
+            after: Vec::new(),
+            requires: Vec::new(),
+        }
+    }
+}
+
 pub struct Manager {
     units: Vec<Managed>,
     stopping: bool,
@@ -160,88 +179,73 @@ impl Manager {
     /// Takes the units to run (enabled ones plus what they pull in). Returns the manager and
     /// notes about ordering that was ignored (unknown units, cycles).
     pub fn new(units: Vec<Unit>) -> (Manager, Vec<String>) {
+        let names: BTreeSet<String> = units.iter().map(|u| u.name.clone()).collect();
         let mut notes = Vec::new();
-        let index: BTreeMap<String, usize> = units
-            .iter()
-            .enumerate()
-            .map(|(i, u)| (u.name.clone(), i))
-            .collect();
         let mut managed: Vec<Managed> = units
             .into_iter()
-            .map(|unit| {
-                let after = unit
-                    .after
-                    .iter()
-                    .filter_map(|n| index.get(n).copied())
-                    .collect();
-                let requires = unit
-                    .requires
-                    .iter()
-                    .filter_map(|n| index.get(n).copied())
-                    .collect();
-                Managed {
-                    unit,
-                    state: State::Waiting,
-                    was_active: false,
-                    starts: VecDeque::new(),
-                    wanted: true,
-                    timed_out: None,
-                    start_after_stop: false,
-                    restarts: 0,
-                    start_deadline_ms: None,
-                    status_text: None,
-                    after,
-                    requires,
-                }
-            })
+            .map(|unit| Managed::new(unit, State::Waiting, true))
             .collect();
-        // `A Before=B` is `B After=A`.
-        let befores: Vec<(usize, usize)> = managed
-            .iter()
-            .enumerate()
-            .flat_map(|(i, m)| {
-                m.unit
-                    .before
-                    .iter()
-                    .filter_map(|b| index.get(b).map(|&j| (j, i)))
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        for (j, i) in befores {
-            if !managed[j].after.contains(&i) {
-                managed[j].after.push(i);
-            }
-        }
         for m in &mut managed {
             for r in &m.unit.requires {
-                if !index.contains_key(r) {
+                if !names.contains(r) {
                     let reason = format!("required unit {r} does not exist");
                     notes.push(format!("{}: {reason}", m.unit.name));
                     m.state = State::Failed { reason };
                 }
             }
         }
-        // Break ordering cycles: systemd also starts such units, dropping one edge with a warning.
-        while let Some(cycle) = find_cycle(&managed) {
+        let mut mgr = Manager {
+            units: managed,
+            stopping: false,
+            new_failures: Vec::new(),
+        };
+        notes.extend(mgr.link());
+        (mgr, notes)
+    }
+
+    /// Recomputes the ordering and requirement edges between loaded units (`A Before=B` is
+    /// `B After=A`) and breaks ordering cycles as systemd does: the units still start, one edge
+    /// is dropped with a note.
+    fn link(&mut self) -> Vec<String> {
+        let index: BTreeMap<String, usize> = self
+            .units
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.unit.name.clone(), i))
+            .collect();
+        let resolve = |names: &[String]| -> Vec<usize> {
+            names.iter().filter_map(|n| index.get(n).copied()).collect()
+        };
+        let edges: Vec<(Vec<usize>, Vec<usize>)> = self
+            .units
+            .iter()
+            .map(|m| (resolve(&m.unit.after), resolve(&m.unit.requires)))
+            .collect();
+        for (m, (after, requires)) in self.units.iter_mut().zip(edges) {
+            m.after = after;
+            m.requires = requires;
+        }
+        for i in 0..self.units.len() {
+            for j in resolve(&self.units[i].unit.before) {
+                if !self.units[j].after.contains(&i) {
+                    self.units[j].after.push(i);
+                }
+            }
+        }
+        let mut notes = Vec::new();
+        while let Some(cycle) = find_cycle(&self.units) {
             let names: Vec<&str> = cycle
                 .iter()
-                .map(|&i| managed[i].unit.name.as_str())
+                .map(|&i| self.units[i].unit.name.as_str())
                 .collect();
             notes.push(format!(
                 "ordering cycle {} ignored; starting them unordered",
                 names.join(" -> ")
             ));
             let (from, to) = (cycle[0], cycle[1]);
-            managed[from].after.retain(|&a| a != to);
+            self.units[from].after.retain(|&a| a != to);
         }
-        (
-            Manager {
-                units: managed,
-                stopping: false,
-                new_failures: Vec::new(),
-            },
-            notes,
-        )
+        notes
     }
 
     /// Units to spawn now, by index. The driver must answer each with [`Manager::spawned`] or
@@ -518,73 +522,10 @@ impl Manager {
         for unit in units {
             match self.position(&unit.name) {
                 Some(i) => self.units[i].unit = unit,
-                None => self.units.push(Managed {
-                    unit,
-                    state: State::Stopped,
-                    was_active: false,
-                    starts: VecDeque::new(),
-                    wanted: false,
-                    timed_out: None,
-                    start_after_stop: false,
-                    restarts: 0,
-                    start_deadline_ms: None,
-                    status_text: None,
-                    after: Vec::new(),
-                    requires: Vec::new(),
-                }),
+                None => self.units.push(Managed::new(unit, State::Stopped, false)),
             }
         }
-        let index: BTreeMap<String, usize> = self
-            .units
-            .iter()
-            .enumerate()
-            .map(|(i, m)| (m.unit.name.clone(), i))
-            .collect();
-        for m in &mut self.units {
-            m.after = m
-                .unit
-                .after
-                .iter()
-                .filter_map(|n| index.get(n).copied())
-                .collect();
-            m.requires = m
-                .unit
-                .requires
-                .iter()
-                .filter_map(|n| index.get(n).copied())
-                .collect();
-        }
-        let befores: Vec<(usize, usize)> = self
-            .units
-            .iter()
-            .enumerate()
-            .flat_map(|(i, m)| {
-                m.unit
-                    .before
-                    .iter()
-                    .filter_map(|b| index.get(b).map(|&j| (j, i)))
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        for (j, i) in befores {
-            if !self.units[j].after.contains(&i) {
-                self.units[j].after.push(i);
-            }
-        }
-        let mut notes = Vec::new();
-        while let Some(cycle) = find_cycle(&self.units) {
-            let names: Vec<&str> = cycle
-                .iter()
-                .map(|&i| self.units[i].unit.name.as_str())
-                .collect();
-            notes.push(format!(
-                "ordering cycle {} ignored; starting them unordered",
-                names.join(" -> ")
-            ));
-            let (from, to) = (cycle[0], cycle[1]);
-            self.units[from].after.retain(|&a| a != to);
-        }
-        notes
+        self.link()
     }
 
     /// Queues a start of `name` and of the units it Requires/Wants that are not running

@@ -55,8 +55,10 @@ fn lookup(file: &str, name: &str, field: usize) -> Option<String> {
     })
 }
 
-/// Resolves a unit's process settings under the files of `root` ("/" in the machine).
-pub fn prepare(unit: &Unit, root: &Path) -> Result<Launch, String> {
+/// Resolves a unit's process settings under the files of `places.root` ("/" in the machine),
+/// with the manager's notify socket and the unit's cgroup (made by [`make_cgroup`] at start).
+pub fn prepare(unit: &Unit, places: &Places) -> Result<Launch, String> {
+    let root = places.root.as_path();
     let argv = unit
         .exec_start
         .first()
@@ -66,7 +68,10 @@ pub fn prepare(unit: &Unit, root: &Path) -> Result<Launch, String> {
     let mut env = vec![
         ("PATH".to_string(), "/usr/sbin:/usr/bin".to_string()),
         ("LANG".to_string(), "C.UTF-8".to_string()),
-        ("NOTIFY_SOCKET".to_string(), NOTIFY_SOCKET.to_string()),
+        (
+            "NOTIFY_SOCKET".to_string(),
+            places.notify.display().to_string(),
+        ),
     ];
     let set = |env: &mut Vec<(String, String)>, k: String, v: String| {
         env.retain(|(x, _)| *x != k);
@@ -158,7 +163,7 @@ pub fn prepare(unit: &Unit, root: &Path) -> Result<Launch, String> {
         groups,
         cwd,
         nofile,
-        cgroup: None,
+        cgroup: Some(cgroup_of(&places.slice, &unit.name)),
     })
 }
 
@@ -363,10 +368,7 @@ mod tests {
             "# comment\nA=from-file\nexport B=\"two words\"\n",
         )
         .unwrap();
-        let l = prepare(
-            &unit("[Service]\nEnvironment=A=inline C=3\nEnvironmentFile=/etc/app/env\nEnvironmentFile=-/etc/app/missing\nUser=core\nWorkingDirectory=~\nLimitNOFILE=1024:2048\nExecStart=/bin/app --x\n"),
-            r,
-        )
+        let l = prepare(&unit("[Service]\nEnvironment=A=inline C=3\nEnvironmentFile=/etc/app/env\nEnvironmentFile=-/etc/app/missing\nUser=core\nWorkingDirectory=~\nLimitNOFILE=1024:2048\nExecStart=/bin/app --x\n"), &Places::user(r))
         .unwrap();
         let get = |k: &str| l.env.iter().find(|(x, _)| x == k).map(|(_, v)| v.as_str());
         assert_eq!(get("A"), Some("from-file"));
@@ -380,15 +382,19 @@ mod tests {
         assert_eq!(l.argv, ["/bin/app", "--x"]);
         let e = prepare(
             &unit("[Service]\nEnvironmentFile=/nope\nExecStart=/bin/a\n"),
-            r,
+            &Places::user(r),
         )
         .unwrap_err();
         assert!(e.contains("EnvironmentFile=/nope"), "{e}");
-        let e = prepare(&unit("[Service]\nUser=ghost\nExecStart=/bin/a\n"), r).unwrap_err();
+        let e = prepare(
+            &unit("[Service]\nUser=ghost\nExecStart=/bin/a\n"),
+            &Places::user(r),
+        )
+        .unwrap_err();
         assert!(e.contains("User=ghost"), "{e}");
         let e = prepare(
             &unit("[Service]\nWorkingDirectory=/nowhere\nExecStart=/bin/a\n"),
-            r,
+            &Places::user(r),
         )
         .unwrap_err();
         assert!(e.contains("WorkingDirectory"), "{e}");

@@ -29,12 +29,6 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Where unit files are looked up, highest precedence first.
-pub const UNIT_DIRS: [&str; 3] = [
-    "/etc/systemd/system",
-    "/run/systemd/system",
-    "/usr/lib/systemd/system",
-];
 /// Where update-engine keeps its state (the update on trial, versions that fell back).
 pub const UPDATE_ENGINE_STATE: &str = "/var/lib/crust/update-engine";
 
@@ -83,10 +77,6 @@ struct Init<'k> {
     ready: bool,
     stuck_reported: bool,
     stopping: bool,
-    /// Where unit files are looked up, highest precedence first.
-    dirs: Vec<PathBuf>,
-    /// The file system root unit files are under (`/`).
-    root: PathBuf,
     /// Where this manager keeps its sockets, logs and cgroups.
     places: service::Places,
     /// Run as an ordinary process (host tests): no mounts, no blessing, exit instead of reboot.
@@ -103,20 +93,7 @@ struct Init<'k> {
 
 impl<'k> Init<'k> {
     fn setup(k: &'k dyn Kernel) -> io::Result<Init<'k>> {
-        // Signals arrive through a signalfd, so they are handled in the loop, never in a handler.
-        let mut mask = SigSet::empty();
-        for s in [
-            Signal::SIGCHLD,
-            Signal::SIGTERM,
-            Signal::SIGINT,
-            Signal::SIGUSR1,
-            Signal::SIGUSR2,
-        ] {
-            mask.add(s);
-        }
-        mask.thread_block().map_err(io::Error::from)?;
-        let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
-            .map_err(io::Error::from)?;
+        let signals = signal_fd()?;
         // Ctrl-Alt-Del becomes SIGINT to us instead of an immediate reboot.
         let _ = nix::sys::reboot::set_cad_enabled(false);
 
@@ -174,55 +151,83 @@ impl<'k> Init<'k> {
             .and_then(|s| os_release_value(&s, "VERSION_ID"))
             .unwrap_or_else(|| "unknown".into());
 
-        let dirs: Vec<PathBuf> = UNIT_DIRS.iter().map(PathBuf::from).collect();
-        let (units, notes) = load_units(&dirs);
-        for n in notes {
-            console::error(&n);
-        }
-        let (mgr, notes) = Manager::new(units);
-        for n in notes {
-            console::error(&n);
-        }
+        let console = open_console();
+        Init::assemble(
+            k,
+            signals,
+            service::Places::system(),
+            console,
+            version,
+            slot,
+            hostname,
+            false,
+        )
+    }
 
-        let listener = match bind_socket(Path::new(proto::SOCKET)) {
+    /// What both kinds of manager share once the machine-level setup is done: units loaded
+    /// from `places.dirs`, the control and notify sockets, the log store.
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        k: &'k dyn Kernel,
+        signals: SignalFd,
+        places: service::Places,
+        console: Option<fs::File>,
+        version: String,
+        slot: Option<Slot>,
+        hostname: String,
+        user_mode: bool,
+    ) -> io::Result<Init<'k>> {
+        for d in [places.socket.parent(), places.notify.parent()]
+            .into_iter()
+            .flatten()
+        {
+            fs::create_dir_all(d)?;
+        }
+        let (units, notes) = load_units(&places.dirs);
+        let (mgr, more) = Manager::new(units);
+        for n in notes.into_iter().chain(more) {
+            console::error(&n);
+        }
+        let listener = match bind_socket(&places.socket) {
             Ok(l) => Some(l),
             Err(e) => {
                 console::error(&format!(
                     "control socket {} unavailable: {e}",
-                    proto::SOCKET
+                    places.socket.display()
                 ));
                 None
             }
         };
+        let notify = match service::bind_notify(&places.notify) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                console::error(&format!(
+                    "sd_notify socket {} unavailable: {e}; Type=notify services will time out",
+                    places.notify.display()
+                ));
+                None
+            }
+        };
+        // Units' output is echoed to the console (PID 1) or not at all (user mode).
+        let echo = console.as_ref().and_then(|c| c.try_clone().ok());
         Ok(Init {
             k,
             mgr,
             listener,
             signals,
-            console: open_console(),
+            console,
             version,
             slot,
             hostname,
             ready: false,
             stuck_reported: false,
             stopping: false,
-            dirs,
-            root: PathBuf::from("/"),
-            places: service::Places::system(),
-            user_mode: false,
             kill_at: Vec::new(),
             term_after: Vec::new(),
-            journal: crate::logs::Journal::new(Path::new(crate::logs::DIR), open_console()),
-            notify: match service::bind_notify(Path::new(service::NOTIFY_SOCKET)) {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    console::error(&format!(
-                        "sd_notify socket {} unavailable: {e}; Type=notify services will time out",
-                        service::NOTIFY_SOCKET
-                    ));
-                    None
-                }
-            },
+            journal: crate::logs::Journal::new(&places.logs, echo),
+            notify,
+            places,
+            user_mode,
         })
     }
 
@@ -242,8 +247,7 @@ impl<'k> Init<'k> {
         self.kill_at
             .push((pid, unit.to_string(), uptime_ms() + timeout));
         if let Some(u) = def.as_ref().filter(|u| !u.exec_stop.is_empty()) {
-            if let Ok(mut launch) = service::prepare(u, &self.root) {
-                launch.cgroup = Some(service::cgroup_of(&self.places.slice, unit));
+            if let Ok(mut launch) = service::prepare(u, &self.places) {
                 launch.env.push(("MAINPID".into(), pid.to_string()));
                 launch.argv = service::chain_argv(&service::Chain {
                     steps: u
@@ -283,8 +287,7 @@ impl<'k> Init<'k> {
             .find(|s| s.name == unit)
             .and_then(|s| s.pid)
             .ok_or_else(|| format!("{unit} is not running"))?;
-        let mut launch = service::prepare(&u, &self.root)?;
-        launch.cgroup = Some(service::cgroup_of(&self.places.slice, unit));
+        let mut launch = service::prepare(&u, &self.places)?;
         launch.env.push(("MAINPID".into(), pid.to_string()));
         launch.argv = service::chain_argv(&service::Chain {
             steps: u
@@ -342,7 +345,7 @@ impl<'k> Init<'k> {
             let now = uptime_ms();
             for i in self.mgr.due(now) {
                 let unit = self.mgr.unit(i).clone();
-                let root = self.root.clone();
+                let root = self.places.root.clone();
                 if !crust_common::unit::conditions_met(&unit.conditions, &mut |c| {
                     service::probe(&root, c)
                 }) {
@@ -534,13 +537,13 @@ impl<'k> Init<'k> {
     fn answer(&mut self, req: &Request) -> (Response, Option<Halt>) {
         match req {
             Request::Start { unit } | Request::Restart { unit }
-                if crate::install::masked(&self.root, unit) =>
+                if crate::install::masked(&self.places.root, unit) =>
             {
                 (Response::error(format!("Unit {unit} is masked.")), None)
             }
             Request::Start { unit } => {
                 if !self.mgr.knows(unit) {
-                    let (units, notes) = load_named(&self.dirs, vec![unit.clone()]);
+                    let (units, notes) = load_named(&self.places.dirs, vec![unit.clone()]);
                     for n in notes {
                         console::error(&n);
                     }
@@ -570,7 +573,7 @@ impl<'k> Init<'k> {
             }
             Request::Restart { unit } => {
                 if !self.mgr.knows(unit) {
-                    let (units, _) = load_named(&self.dirs, vec![unit.clone()]);
+                    let (units, _) = load_named(&self.places.dirs, vec![unit.clone()]);
                     self.mgr.load(units);
                 }
                 let r = self.mgr.restart(unit).map(|pid| self.terminate(unit, pid));
@@ -584,7 +587,7 @@ impl<'k> Init<'k> {
             Request::Reload { unit } => (answer_of(self.reload(unit)), None),
             Request::DaemonReload => {
                 let names: Vec<String> = self.mgr.list().into_iter().map(|u| u.name).collect();
-                let (units, notes) = load_named(&self.dirs, names);
+                let (units, notes) = load_named(&self.places.dirs, names);
                 for n in notes.into_iter().chain(self.mgr.load(units)) {
                     console::error(&n);
                 }
@@ -856,68 +859,42 @@ pub fn user_main(args: &[String]) -> i32 {
 
 impl<'k> Init<'k> {
     fn setup_user(k: &'k dyn Kernel, root: &Path) -> io::Result<Init<'k>> {
-        let mut mask = SigSet::empty();
-        for s in [
-            Signal::SIGCHLD,
-            Signal::SIGTERM,
-            Signal::SIGINT,
-            Signal::SIGUSR1,
-            Signal::SIGUSR2,
-        ] {
-            mask.add(s);
-        }
-        mask.thread_block().map_err(io::Error::from)?;
-        let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
-            .map_err(io::Error::from)?;
-        let places = service::Places::user(root);
-        for d in [places.socket.parent(), places.notify.parent()]
-            .into_iter()
-            .flatten()
-        {
-            fs::create_dir_all(d)?;
-        }
-        let (units, notes) = load_units(&places.dirs);
-        for n in notes {
-            eprintln!("init: {n}");
-        }
-        let (mgr, notes) = Manager::new(units);
-        for n in notes {
-            eprintln!("init: {n}");
-        }
-        let listener = Some(bind_socket(&places.socket)?);
-        Ok(Init {
+        let hostname = current_hostname().unwrap_or_default();
+        Init::assemble(
             k,
-            mgr,
-            listener,
-            signals,
-            console: None,
-            version: "user-mode".into(),
-            slot: None,
-            hostname: current_hostname().unwrap_or_default(),
-            ready: false,
-            stuck_reported: false,
-            stopping: false,
-            dirs: places.dirs.clone(),
-            root: root.to_path_buf(),
-            kill_at: Vec::new(),
-            term_after: Vec::new(),
-            journal: crate::logs::Journal::new(&places.logs, None),
-            notify: service::bind_notify(&places.notify).ok(),
-            places,
-            user_mode: true,
-        })
+            signal_fd()?,
+            service::Places::user(root),
+            None,
+            "user-mode".into(),
+            None,
+            hostname,
+            true,
+        )
     }
+}
+
+/// The signals the manager handles, blocked and delivered through a signalfd so they are
+/// handled in the loop, never in a handler.
+fn signal_fd() -> io::Result<SignalFd> {
+    let mut mask = SigSet::empty();
+    for s in [
+        Signal::SIGCHLD,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+    ] {
+        mask.add(s);
+    }
+    mask.thread_block().map_err(io::Error::from)?;
+    SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        .map_err(io::Error::from)
 }
 
 /// Starts a unit's main process in its own cgroup (see [`service`]).
 fn start_process(unit: &Unit, places: &service::Places, out: Option<&fs::File>) -> io::Result<i32> {
-    let mut launch = service::prepare(unit, &places.root).map_err(io::Error::other)?;
+    let mut launch = service::prepare(unit, places).map_err(io::Error::other)?;
     launch.cgroup = service::make_cgroup(&places.slice, &unit.name);
-    for (k, v) in launch.env.iter_mut() {
-        if k == "NOTIFY_SOCKET" {
-            *v = places.notify.display().to_string();
-        }
-    }
     let steps = |cmds: &[crust_common::unit::Command]| -> Vec<(Vec<String>, bool)> {
         cmds.iter()
             .map(|c| (c.argv.clone(), c.ignore_failure))
@@ -1140,11 +1117,7 @@ pub fn load_named(dirs: &[PathBuf], names: Vec<String>) -> (Vec<Unit>, Vec<Strin
         if !seen.insert(name.clone()) {
             continue;
         }
-        // An instance (`a@x.service`) is defined by its template (`a@.service`).
-        let template = name
-            .split_once('@')
-            .and_then(|(p, rest)| rest.rsplit_once('.').map(|(_, t)| format!("{p}@.{t}")));
-        let found = find_unit(dirs, &name).or_else(|| template.and_then(|t| find_unit(dirs, &t)));
+        let found = find_unit(dirs, &name);
         let Some(path) = found else {
             notes.push(format!(
                 "unit {name} is enabled or wanted but no file defines it in {}",
@@ -1221,15 +1194,12 @@ fn dropins(
 }
 
 fn find_unit(dirs: &[PathBuf], name: &str) -> Option<PathBuf> {
-    dirs.iter()
-        .map(|d| d.join(name))
-        .find(|p| fs::symlink_metadata(p).is_ok())
-        .or_else(|| {
-            // Enabled through a wants/ symlink that points outside the search path.
-            dirs.iter()
-                .map(|d| d.join(WANTS).join(name))
-                .find(|p| p.exists())
-        })
+    crate::install::find_in(dirs, name).or_else(|| {
+        // Enabled through a wants/ symlink that points outside the search path.
+        dirs.iter()
+            .map(|d| d.join(WANTS).join(name))
+            .find(|p| p.exists())
+    })
 }
 
 fn dirs_list(dirs: &[PathBuf]) -> String {

@@ -221,27 +221,20 @@ fn unit_dir(runtime: bool) -> &'static str {
     }
 }
 
-/// `WantedBy=` targets of a unit's [Install] section (default multi-user.target).
+/// `WantedBy=` targets of a unit's [Install] section, read with the one unit-file syntax parser.
 fn wanted_by(content: &str) -> Vec<String> {
-    let mut in_install = false;
-    let mut out = Vec::new();
-    for line in content.lines() {
-        let l = line.trim();
-        if l.starts_with('[') {
-            in_install = l == "[Install]";
-            continue;
-        }
-        if in_install {
-            if let Some(v) = l.strip_prefix("WantedBy=") {
-                out.extend(v.split_whitespace().map(str::to_string));
-            }
-        }
-    }
-    out
+    crust_common::unit::parse(content)
+        .unwrap_or_default()
+        .iter()
+        .filter(|s| s.name == "Install")
+        .flat_map(|s| s.entries.iter())
+        .filter(|e| e.key == "WantedBy")
+        .flat_map(|e| e.value.split_whitespace().map(str::to_string))
+        .collect()
 }
 
-/// Everything the document and metadata ask for. `passwd` is the current /etc/passwd (to
-/// know whether `core` exists). Fails only on data that cannot be decoded.
+/// Everything the document and metadata ask for, with no account files (see [`plan_with`]).
+/// Fails only on data that cannot be decoded.
 pub fn plan(cfg: &CloudConfig, meta: &MetaData, update_conf_base: &str) -> Result<Plan, String> {
     plan_with(cfg, meta, update_conf_base, &Accounts::default())
 }

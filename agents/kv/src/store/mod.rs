@@ -299,7 +299,7 @@ impl State {
         keys
     }
 
-    fn dir_view(&self, key: &str, recursive: bool, now_ns: i64, top: bool) -> Vec<NodeView> {
+    fn dir_view(&self, key: &str, recursive: bool, now_ns: i64) -> Vec<NodeView> {
         let mut out = Vec::new();
         for (k, n) in self.children(key) {
             if hidden_below(key, k) {
@@ -307,11 +307,10 @@ impl State {
             }
             let mut v = self.view(k, n, now_ns);
             if v.dir && recursive {
-                v.nodes = Some(self.dir_view(k, true, now_ns, false));
+                v.nodes = Some(self.dir_view(k, true, now_ns));
             }
             out.push(v);
         }
-        let _ = top;
         out
     }
 
@@ -332,7 +331,7 @@ impl State {
         let node = if key == "/" {
             NodeView {
                 dir: true,
-                nodes: Some(self.dir_view("/", recursive, now_ns, true)),
+                nodes: Some(self.dir_view("/", recursive, now_ns)),
                 ..NodeView::default()
             }
         } else {
@@ -342,7 +341,7 @@ impl State {
                 .ok_or_else(|| self.err(KEY_NOT_FOUND, key.clone()))?;
             let mut v = self.view(&key, n, now_ns);
             if v.dir {
-                v.nodes = Some(self.dir_view(&key, recursive, now_ns, true));
+                v.nodes = Some(self.dir_view(&key, recursive, now_ns));
             }
             v
         };
@@ -401,7 +400,7 @@ impl State {
                         ),
                     )
                 } else if *prev_exist == Some(true) {
-                    (Kind::Update, self.update(&key, value, *dir, expires, now))
+                    (Kind::Update, self.update(&key, value, expires, now))
                 } else {
                     (
                         Kind::Set,
@@ -579,7 +578,6 @@ impl State {
         &mut self,
         key: &str,
         value: Option<String>,
-        dir: bool,
         expires: Option<i64>,
         now: i64,
     ) -> Outcome {
@@ -594,7 +592,23 @@ impl State {
         if n.value.is_none() && value.as_deref().is_some_and(|v| !v.is_empty()) {
             return Err(self.err(NOT_FILE, key));
         }
-        let _ = dir;
+        self.rewrite(key, value, expires, now, "update")
+    }
+
+    /// Gives an existing node a new value (files only) and expiry at the next index; the
+    /// answer carries the node before and after.
+    fn rewrite(
+        &mut self,
+        key: &str,
+        value: Option<String>,
+        expires: Option<i64>,
+        now: i64,
+        action: &str,
+    ) -> Outcome {
+        let n = self
+            .nodes
+            .get(key)
+            .ok_or_else(|| self.err(KEY_NOT_FOUND, key))?;
         let prev = self.view(key, n, now);
         let index = self.index + 1;
         let mut node = n.clone();
@@ -607,7 +621,7 @@ impl State {
         let view = self.view(key, &node, now);
         self.nodes.insert(key.to_string(), node);
         Ok(Event {
-            action: "update".into(),
+            action: action.into(),
             node: view,
             prev_node: Some(prev),
             refresh: false,
@@ -616,7 +630,6 @@ impl State {
 
     fn compare(
         &self,
-        key: &str,
         n: &Node,
         prev_value: Option<&str>,
         prev_index: Option<u64>,
@@ -637,7 +650,6 @@ impl State {
                 n.modified
             ),
         };
-        let _ = key;
         Err(self.err(TEST_FAILED, cause))
     }
 
@@ -661,22 +673,8 @@ impl State {
         if n.value.is_none() {
             return Err(self.err(NOT_FILE, key));
         }
-        self.compare(key, n, prev_value, prev_index)?;
-        let prev = self.view(key, n, now);
-        let index = self.index + 1;
-        let mut node = n.clone();
-        node.value = Some(value.unwrap_or_default());
-        node.modified = index;
-        node.expires = expires;
-        self.index = index;
-        let view = self.view(key, &node, now);
-        self.nodes.insert(key.to_string(), node);
-        Ok(Event {
-            action: "compareAndSwap".into(),
-            node: view,
-            prev_node: Some(prev),
-            refresh: false,
-        })
+        self.compare(n, prev_value, prev_index)?;
+        self.rewrite(key, value, expires, now, "compareAndSwap")
     }
 
     fn remove_tree(&mut self, key: &str) {
@@ -735,7 +733,7 @@ impl State {
         if n.value.is_none() {
             return Err(self.err(NOT_FILE, key));
         }
-        self.compare(key, n, prev_value, prev_index)?;
+        self.compare(n, prev_value, prev_index)?;
         let prev = self.view(key, n, now);
         let created = n.created;
         let index = self.index + 1;
