@@ -2,7 +2,7 @@
 //! was spawned, a pid exited, time passed) and asks it what to start. Time is passed in as
 //! milliseconds since boot; nothing here reads a clock.
 
-use crust_common::unit::{ServiceType, Unit};
+use crust_common::unit::{ServiceType, Unit, UnitType};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -250,12 +250,29 @@ impl Manager {
 
     /// Units to spawn now, by index. The driver must answer each with [`Manager::spawned`] or
     /// [`Manager::spawn_failed`].
+    /// Targets have no process: one whose ordering is satisfied becomes active here, and the
+    /// pass repeats so units ordered after it are due in the same call.
     pub fn due(&mut self, now_ms: u64) -> Vec<usize> {
-        if self.stopping {
-            return Vec::new();
-        }
         let mut out = Vec::new();
+        loop {
+            let before = out.len();
+            let reached = self.due_pass(now_ms, &mut out);
+            if !reached && out.len() == before {
+                return out;
+            }
+        }
+    }
+
+    /// One pass of [`Manager::due`]; says whether a target was reached.
+    fn due_pass(&mut self, now_ms: u64, out: &mut Vec<usize>) -> bool {
+        let mut reached = false;
+        if self.stopping {
+            return false;
+        }
         for i in 0..self.units.len() {
+            if out.contains(&i) {
+                continue; // due already; the driver has not answered yet
+            }
             let ready = match &self.units[i].state {
                 State::Waiting => {
                     let failed_req = self.units[i]
@@ -281,6 +298,13 @@ impl Manager {
                 }
                 _ => false,
             };
+            if ready && self.units[i].unit.unit_type == UnitType::Target {
+                let m = &mut self.units[i];
+                m.state = State::Active { pid: 0 };
+                m.was_active = true;
+                reached = true;
+                continue;
+            }
             if ready {
                 let m = &mut self.units[i];
                 while m
@@ -304,7 +328,7 @@ impl Manager {
                 out.push(i);
             }
         }
-        out
+        reached
     }
 
     pub fn unit(&self, i: usize) -> &Unit {
@@ -462,7 +486,13 @@ impl Manager {
         let oneshot_done = m.unit.kind == ServiceType::Oneshot && ok;
         if oneshot_done {
             m.was_active = true;
-            m.state = State::Active { pid: 0 };
+            // systemd: a finished oneshot is active (exited) only with RemainAfterExit=yes,
+            // else inactive (dead); either way what is ordered after it may start.
+            m.state = if m.unit.remain_after_exit {
+                State::Active { pid: 0 }
+            } else {
+                State::Exited
+            };
             return;
         }
         if !self.stopping && m.unit.restart.applies(ok) {
@@ -648,22 +678,47 @@ impl Manager {
             .min()
     }
 
-    /// Enters shutdown: no more starts or restarts. Returns the pids to signal, in reverse start
-    /// order (units started last stop first).
-    pub fn begin_stop(&mut self) -> Vec<i32> {
+    /// Enters shutdown: no more starts or restarts. Units not running are marked stopped; the
+    /// running ones are stopped by [`Manager::stop_wave`], in reverse start order.
+    pub fn begin_stop(&mut self) {
         self.stopping = true;
-        let mut pids = Vec::new();
-        for m in self.units.iter_mut().rev() {
-            m.state = match m.state {
-                State::Activating { pid } | State::Active { pid } if pid > 0 => {
-                    pids.push(pid);
-                    State::Stopping { pid }
-                }
-                State::Failed { .. } => continue,
-                _ => State::Stopped,
-            };
+        for m in &mut self.units {
+            if m.state.pid().is_none() && !matches!(m.state, State::Failed { .. }) {
+                m.state = State::Stopped;
+            }
         }
-        pids
+    }
+
+    /// The units to stop now during shutdown, as `(name, main pid)`, marked stopping: those that
+    /// no unit still running or stopping is ordered after (systemd stops in the reverse of the
+    /// start order, so `B After=A` stops B first and A only once B is gone).
+    pub fn stop_wave(&mut self) -> Vec<(String, i32)> {
+        if !self.stopping {
+            return Vec::new();
+        }
+        let alive = |m: &Managed| m.state.pid().is_some();
+        let waves: Vec<usize> = (0..self.units.len())
+            .filter(|&i| {
+                matches!(
+                    self.units[i].state,
+                    State::Active { .. } | State::Activating { .. }
+                ) && alive(&self.units[i])
+                    && !self.units.iter().any(|m| m.after.contains(&i) && alive(m))
+            })
+            .collect();
+        let mut out = Vec::new();
+        for i in waves {
+            if let Some(pid) = self.units[i].state.pid() {
+                self.units[i].state = State::Stopping { pid };
+                out.push((self.units[i].unit.name.clone(), pid));
+            }
+        }
+        out
+    }
+
+    /// Whether shutdown has stopped every unit (nothing runs or is being stopped).
+    pub fn all_stopped(&self) -> bool {
+        self.units.iter().all(|m| m.state.pid().is_none())
     }
 
     /// Pids still being stopped.
@@ -692,7 +747,11 @@ impl Manager {
             .map(|m| UnitStatus {
                 name: m.unit.name.clone(),
                 state: m.state.systemd().0.to_string(),
-                sub: m.state.systemd().1.to_string(),
+                // A reached target's sub-state is "active" in systemd, not "exited".
+                sub: match (m.unit.unit_type, m.state.systemd()) {
+                    (UnitType::Target, ("active", _)) => "active".to_string(),
+                    (_, (_, sub)) => sub.to_string(),
+                },
                 pid: m.state.pid(),
                 reason: match &m.state {
                     State::Failed { reason } => Some(reason.clone()),
@@ -876,12 +935,71 @@ mod tests {
         m.spawned(0, 7, 0);
         m.spawned(1, 8, 0);
         m.exited(8, true, "exited 0", 1);
-        assert_eq!(m.begin_stop(), [7]);
+        m.begin_stop();
+        assert_eq!(m.stop_wave(), [("shell.service".to_string(), 7)]);
         assert_eq!(m.stopping_pids(), [7]);
+        assert!(!m.all_stopped());
         m.exited(7, false, "killed by SIGTERM", 2);
         assert!(m.stopping_pids().is_empty());
+        assert!(m.all_stopped());
         assert!(m.due(1_000_000).is_empty());
         assert_eq!(m.list()[0].state, "inactive");
+    }
+
+    #[test]
+    fn shutdown_stops_in_reverse_start_order() {
+        // db <- app <- proxy (each After= the one before); log is unordered.
+        let (mut m, _) = Manager::new(vec![
+            unit("proxy", ServiceType::Simple, &["app.service"]),
+            unit("app", ServiceType::Simple, &["db.service"]),
+            unit("db", ServiceType::Simple, &[]),
+            unit("log", ServiceType::Simple, &[]),
+        ]);
+        for (n, pid) in [("db", 1), ("log", 4), ("app", 2), ("proxy", 3)] {
+            let i = m
+                .units
+                .iter()
+                .position(|u| u.unit.name == format!("{n}.service"))
+                .unwrap();
+            m.spawned(i, pid, 0);
+        }
+        m.begin_stop();
+        let wave = |m: &mut Manager| -> Vec<String> {
+            m.stop_wave().into_iter().map(|(n, _)| n).collect()
+        };
+        assert_eq!(wave(&mut m), ["proxy.service", "log.service"]);
+        assert!(wave(&mut m).is_empty(), "app waits for proxy to be gone");
+        m.exited(4, true, "exited", 1);
+        assert!(wave(&mut m).is_empty());
+        m.exited(3, true, "exited", 1);
+        assert_eq!(wave(&mut m), ["app.service"]);
+        m.exited(2, false, "killed by SIGTERM", 2);
+        assert_eq!(wave(&mut m), ["db.service"]);
+        m.exited(1, true, "exited", 3);
+        assert!(m.all_stopped());
+    }
+
+    #[test]
+    fn targets_are_reached_without_a_process_and_order_what_follows() {
+        let target = Unit::from_text("network-online.target", "[Unit]\nAfter=net.service\n")
+            .unwrap()
+            .0;
+        let (mut m, _) = Manager::new(vec![
+            unit("net", ServiceType::Oneshot, &[]),
+            target,
+            unit("web", ServiceType::Simple, &["network-online.target"]),
+        ]);
+        let d = m.due(0);
+        assert_eq!(names(&m, &d), ["net.service"]);
+        m.spawned(0, 5, 0);
+        assert!(m.due(1).is_empty(), "the target waits for net.service");
+        m.exited(5, true, "exited 0", 2);
+        // The target is reached and web is due in the same call.
+        let d = m.due(3);
+        assert_eq!(names(&m, &d), ["web.service"]);
+        assert_eq!(m.active_state("network-online.target"), "active");
+        m.spawned(2, 6, 3);
+        assert!(m.all_active());
     }
 
     #[test]

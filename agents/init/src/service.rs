@@ -180,17 +180,24 @@ pub struct Places {
     pub logs: PathBuf,
     /// The cgroup whose children are the services' cgroups.
     pub slice: PathBuf,
+    /// The program that runs command chains (`PROGRAM exec-unit JSON`: ExecStartPre=/Post=,
+    /// ExecStop=, ExecReload=): the image's agent, or this very binary in user mode.
+    pub agent: PathBuf,
 }
 
 impl Places {
     pub fn system() -> Places {
         Places {
             root: PathBuf::from("/"),
-            dirs: crate::install::DIRS.iter().map(PathBuf::from).collect(),
+            dirs: crust_common::unit::SYSTEM_DIRS
+                .iter()
+                .map(PathBuf::from)
+                .collect(),
             socket: PathBuf::from(crate::proto::SOCKET),
             notify: PathBuf::from(NOTIFY_SOCKET),
             logs: PathBuf::from(crate::logs::DIR),
             slice: PathBuf::from(SLICE),
+            agent: PathBuf::from(AGENT),
         }
     }
 
@@ -212,6 +219,7 @@ impl Places {
             notify: root.join("run/notify"),
             logs: root.join("var/log/crust"),
             slice: v2.join(format!("crust-user-{}", std::process::id())),
+            agent: std::env::current_exe().unwrap_or_else(|_| PathBuf::from(AGENT)),
         }
     }
 }
@@ -558,10 +566,10 @@ pub struct Chain {
     pub then_exec: Option<Vec<String>>,
 }
 
-/// The argv that runs `chain` through the agent.
-pub fn chain_argv(chain: &Chain) -> Vec<String> {
+/// The argv that runs `chain` through `agent` (see [`Places::agent`]).
+pub fn chain_argv(agent: &Path, chain: &Chain) -> Vec<String> {
     vec![
-        AGENT.to_string(),
+        agent.display().to_string(),
         "exec-unit".to_string(),
         serde_json::to_string(chain).unwrap_or_default(),
     ]
@@ -620,14 +628,14 @@ mod chain_tests {
             steps: vec![(vec!["/bin/false".into()], true), (touch.clone(), false)],
             then_exec: None,
         };
-        let arg = chain_argv(&ok);
+        let arg = chain_argv(Path::new(AGENT), &ok);
         assert_eq!(arg[..2], [AGENT.to_string(), "exec-unit".to_string()]);
         assert_eq!(exec_chain_main(&arg[2..]), 0);
         let bad = Chain {
             steps: vec![(vec!["/bin/false".into()], false), (touch, false)],
             then_exec: None,
         };
-        assert_eq!(exec_chain_main(&chain_argv(&bad)[2..]), 1);
+        assert_eq!(exec_chain_main(&chain_argv(Path::new(AGENT), &bad)[2..]), 1);
         assert_eq!(
             std::fs::read_to_string(&mark).unwrap(),
             "x\n",

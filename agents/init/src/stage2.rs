@@ -49,7 +49,8 @@ pub const STOP_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_ETC: &str = "/usr/share/crust/etc";
 pub const OS_RELEASE: &str = "/usr/lib/os-release";
 const WANTS: &str = "multi-user.target.wants";
-const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest the ordered stop of all units may take before what is left is killed.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 const KILL_ALL_TIMEOUT: Duration = Duration::from_secs(3);
 
 pub fn main(_argv: &[String]) -> ! {
@@ -249,14 +250,17 @@ impl<'k> Init<'k> {
         if let Some(u) = def.as_ref().filter(|u| !u.exec_stop.is_empty()) {
             if let Ok(mut launch) = service::prepare(u, &self.places) {
                 launch.env.push(("MAINPID".into(), pid.to_string()));
-                launch.argv = service::chain_argv(&service::Chain {
-                    steps: u
-                        .exec_stop
-                        .iter()
-                        .map(|c| (c.argv.clone(), c.ignore_failure))
-                        .collect(),
-                    then_exec: None,
-                });
+                launch.argv = service::chain_argv(
+                    &self.places.agent,
+                    &service::Chain {
+                        steps: u
+                            .exec_stop
+                            .iter()
+                            .map(|c| (c.argv.clone(), c.ignore_failure))
+                            .collect(),
+                        then_exec: None,
+                    },
+                );
                 let out = self.journal.pipe_for(unit).ok();
                 if let Ok(stopper) = service::spawn(&launch, out.as_ref().or(self.console.as_ref()))
                 {
@@ -289,14 +293,17 @@ impl<'k> Init<'k> {
             .ok_or_else(|| format!("{unit} is not running"))?;
         let mut launch = service::prepare(&u, &self.places)?;
         launch.env.push(("MAINPID".into(), pid.to_string()));
-        launch.argv = service::chain_argv(&service::Chain {
-            steps: u
-                .exec_reload
-                .iter()
-                .map(|c| (c.argv.clone(), c.ignore_failure))
-                .collect(),
-            then_exec: None,
-        });
+        launch.argv = service::chain_argv(
+            &self.places.agent,
+            &service::Chain {
+                steps: u
+                    .exec_reload
+                    .iter()
+                    .map(|c| (c.argv.clone(), c.ignore_failure))
+                    .collect(),
+                then_exec: None,
+            },
+        );
         let out = self.journal.pipe_for(unit).ok();
         service::spawn(&launch, out.as_ref().or(self.console.as_ref()))
             .map(|_| ())
@@ -313,11 +320,27 @@ impl<'k> Init<'k> {
         if mode == KillMode::None {
             return;
         }
-        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
-        if mode == KillMode::ControlGroup {
-            let _ = kill(Pid::from_raw(-pid), Signal::SIGTERM);
-            for p in service::cgroup_pids(&service::cgroup_of(&self.places.slice, unit)) {
-                let _ = kill(Pid::from_raw(p), Signal::SIGTERM);
+        let hup = self.mgr.unit_named(unit).is_some_and(|u| u.send_sighup);
+        // As systemd: SIGTERM, SIGHUP with SendSIGHUP=yes (shells ignore SIGTERM), and SIGCONT
+        // so stopped processes see them.
+        let signals: &[Signal] = if hup {
+            &[Signal::SIGTERM, Signal::SIGHUP, Signal::SIGCONT]
+        } else {
+            &[Signal::SIGTERM, Signal::SIGCONT]
+        };
+        let targets: Vec<i32> = if mode == KillMode::ControlGroup {
+            let mut t = vec![pid, -pid];
+            t.extend(service::cgroup_pids(&service::cgroup_of(
+                &self.places.slice,
+                unit,
+            )));
+            t
+        } else {
+            vec![pid]
+        };
+        for &sig in signals {
+            for &p in &targets {
+                let _ = kill(Pid::from_raw(p), sig);
             }
         }
     }
@@ -696,24 +719,29 @@ impl<'k> Init<'k> {
                 "power off"
             }
         ));
-        for pid in self.mgr.begin_stop() {
-            // SIGHUP too: interactive shells (the console shell) ignore SIGTERM but leave on a
-            // hangup; SIGCONT wakes stopped processes so they see the signals.
-            for sig in [Signal::SIGTERM, Signal::SIGHUP, Signal::SIGCONT] {
-                let _ = kill(Pid::from_raw(-pid), sig);
-                let _ = kill(Pid::from_raw(pid), sig);
+        // Ordered: a unit is stopped (ExecStop=, then SIGTERM as KillMode= says, SIGKILL after
+        // its TimeoutStopSec=) once nothing ordered after it still runs.
+        self.mgr.begin_stop();
+        let deadline = uptime_ms() + SHUTDOWN_TIMEOUT.as_millis() as u64;
+        loop {
+            for (unit, pid) in self.mgr.stop_wave() {
+                self.terminate(&unit, Some(pid));
             }
-        }
-        let deadline = uptime_ms() + STOP_TIMEOUT.as_millis() as u64;
-        while !self.mgr.stopping_pids().is_empty() && uptime_ms() < deadline {
-            self.poll(100);
+            if self.mgr.all_stopped() || uptime_ms() >= deadline {
+                break;
+            }
+            let (_, _, logs_ready) = self.poll(100);
+            for fd in logs_ready {
+                self.journal.drain(fd);
+            }
             while let Ok(Some(_)) = self.signals.read_signal() {}
             self.reap();
+            self.kill_overdue();
         }
         for pid in self.mgr.stopping_pids() {
             console::error(&format!(
                 "pid {pid} did not stop within {}s: killing it",
-                STOP_TIMEOUT.as_secs()
+                SHUTDOWN_TIMEOUT.as_secs()
             ));
             let _ = kill(Pid::from_raw(-pid), Signal::SIGKILL);
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
@@ -904,19 +932,25 @@ fn start_process(unit: &Unit, places: &service::Places, out: Option<&fs::File>) 
     if !unit.exec_start_pre.is_empty() {
         // Pre commands first, in the service's cgroup and identity; then the main command
         // replaces the chain, keeping its pid.
-        launch.argv = service::chain_argv(&service::Chain {
-            steps: steps(&unit.exec_start_pre),
-            then_exec: Some(main),
-        });
+        launch.argv = service::chain_argv(
+            &places.agent,
+            &service::Chain {
+                steps: steps(&unit.exec_start_pre),
+                then_exec: Some(main),
+            },
+        );
     }
     let pid = service::spawn(&launch, out)?;
     if !unit.exec_start_post.is_empty() {
         // ExecStartPost= runs beside the started service; its failures are logged.
         let mut post = launch.clone();
-        post.argv = service::chain_argv(&service::Chain {
-            steps: steps(&unit.exec_start_post),
-            then_exec: None,
-        });
+        post.argv = service::chain_argv(
+            &places.agent,
+            &service::Chain {
+                steps: steps(&unit.exec_start_post),
+                then_exec: None,
+            },
+        );
         if let Err(e) = service::spawn(&post, out) {
             console::error(&format!("{}: ExecStartPost= could not run: {e}", unit.name));
         }
@@ -1083,123 +1117,119 @@ pub fn os_release_value(text: &str, key: &str) -> Option<String> {
     })
 }
 
-/// Loads the enabled units (`multi-user.target.wants` in each dir) and what they Require/Want,
-/// looking each name up in `dirs` in order. Problems come back as notes; a unit that fails to
-/// parse is left out.
+/// The target the boot starts (systemd's `default.target` on a server).
+pub const BOOT_TARGET: &str = "multi-user.target";
+
+/// Loads the boot target and what it pulls in (its `.wants/` and `.requires/` links, and what
+/// those Require/Want in turn), looking each name up in `dirs` (highest precedence first).
+/// Problems come back as notes; a unit that fails to parse is left out.
 pub fn load_units(dirs: &[PathBuf]) -> (Vec<Unit>, Vec<String>) {
-    let mut wanted: Vec<String> = Vec::new();
-    // Lowest precedence first so the list order is stable; names are deduplicated below.
-    for dir in dirs.iter().rev() {
-        let Ok(rd) = fs::read_dir(dir.join(WANTS)) else {
-            continue;
-        };
-        let mut names: Vec<String> = rd
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.ends_with(".service"))
-            .collect();
-        names.sort();
-        wanted.extend(names);
-    }
-    load_named(dirs, wanted)
+    load_named(dirs, vec![BOOT_TARGET.to_string()])
 }
 
-/// Loads the units called `names` and what they Require/Want, from `dirs` in order.
+/// Loads the units called `names` and what they Require/Want, from `dirs` (one [`Lookup`] over a
+/// snapshot of the directories, so precedence, drop-ins, templates and masks follow systemd's
+/// rules in one place). Only services and targets are loaded; other unit types are noted.
 pub fn load_named(dirs: &[PathBuf], names: Vec<String>) -> (Vec<Unit>, Vec<String>) {
+    use crust_common::unit::{Loaded, Lookup, UnitTree};
     let mut notes = Vec::new();
-    let wanted = names;
+    let lookup = Lookup::new(dirs.to_vec());
+    let tree = UnitTree::read(dirs);
     // %H, %m and %b in unit files need the machine's facts.
     let host = crust_common::unit::host_from_system();
     let mut seen = BTreeSet::new();
     let mut units = Vec::new();
-    let mut queue: std::collections::VecDeque<String> = wanted.into();
+    let mut queue: std::collections::VecDeque<String> = names.into();
     while let Some(name) = queue.pop_front() {
         if !seen.insert(name.clone()) {
             continue;
         }
-        let found = find_unit(dirs, &name);
-        let Some(path) = found else {
+        if !(name.ends_with(".service") || name.ends_with(".target")) {
             notes.push(format!(
-                "unit {name} is enabled or wanted but no file defines it in {}",
-                dirs_list(dirs)
+                "{name}: only .service and .target units are supported; ignored"
             ));
             continue;
-        };
-        if fs::read_link(&path).is_ok_and(|t| t == Path::new("/dev/null")) {
-            continue; // masked
         }
-        let text = match fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) => {
-                notes.push(format!("reading {}: {e}", path.display()));
-                continue;
-            }
+        let loaded = match lookup.load(&tree, &name, &host) {
+            Ok(Loaded::NotFound) => linked_outside(dirs, &name, &host)
+                .or_else(|| implicit_target(&lookup, &tree, &name, &host)),
+            Ok(Loaded::Masked { .. }) => continue,
+            Ok(Loaded::Unit(l)) => Some(Ok((l.unit, l.warnings, l.fragment))),
+            Err(e) => Some(Err(e)),
         };
-        let mut sources = vec![crust_common::unit::Source {
-            path: path.display().to_string(),
-            text,
-        }];
-        sources.extend(dropins(dirs, &name, &mut notes));
-        match Unit::from_sources(&name, &sources, &host) {
-            Ok((unit, warnings)) => {
+        match loaded {
+            None => notes.push(format!(
+                "unit {name} is enabled or wanted but no file defines it in {}",
+                dirs_list(dirs)
+            )),
+            Some(Err(e)) => notes.push(format!("{e}; the unit is not started")),
+            Some(Ok((unit, warnings, fragment))) => {
                 for w in warnings {
-                    notes.push(format!("{}: {w}", path.display()));
+                    notes.push(format!("{}: {w}", fragment.display()));
                 }
-                for dep in unit.requires.iter().chain(&unit.wants) {
-                    if dep.ends_with(".service") {
-                        queue.push_back(dep.clone());
-                    }
-                }
+                queue.extend(unit.requires.iter().chain(&unit.wants).cloned());
                 units.push(unit);
             }
-            Err(e) => notes.push(format!("{e} ({}); the unit is not started", path.display())),
         }
     }
     (units, notes)
 }
 
-/// `NAME.d/*.conf` drop-ins from every unit directory, in file-name order; a file in a
-/// higher-precedence directory hides one of the same name below it (systemd's rule).
-fn dropins(
+type LoadResult =
+    Result<(Unit, Vec<crust_common::unit::Warning>, PathBuf), crust_common::unit::UnitError>;
+
+/// A unit enabled through a `.wants/` symlink that points outside the search path (what
+/// `systemctl link` followed by `enable` leaves): loaded from the link's target.
+fn linked_outside(
     dirs: &[PathBuf],
     name: &str,
-    notes: &mut Vec<String>,
-) -> Vec<crust_common::unit::Source> {
-    let mut by_name: std::collections::BTreeMap<String, PathBuf> =
-        std::collections::BTreeMap::new();
-    for dir in dirs.iter().rev() {
-        let Ok(rd) = fs::read_dir(dir.join(format!("{name}.d"))) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let file = e.file_name().to_string_lossy().into_owned();
-            if file.ends_with(".conf") {
-                by_name.insert(file, e.path());
-            }
+    host: &crust_common::unit::Host,
+) -> Option<LoadResult> {
+    let path = dirs
+        .iter()
+        .map(|d| d.join(WANTS).join(name))
+        .find(|p| p.exists())?;
+    let text = match fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) => {
+            return Some(Err(crust_common::unit::UnitError::Invalid {
+                unit: path.display().to_string(),
+                why: format!("cannot be read: {e}"),
+            }))
         }
-    }
-    by_name
-        .into_values()
-        .filter_map(|p| match fs::read_to_string(&p) {
-            Ok(text) => Some(crust_common::unit::Source {
-                path: p.display().to_string(),
-                text,
-            }),
-            Err(e) => {
-                notes.push(format!("reading {}: {e}", p.display()));
-                None
-            }
-        })
-        .collect()
+    };
+    let source = crust_common::unit::Source {
+        path: path.display().to_string(),
+        text,
+    };
+    Some(Unit::from_sources(name, &[source], host).map(|(u, w)| (u, w, path)))
 }
 
-fn find_unit(dirs: &[PathBuf], name: &str) -> Option<PathBuf> {
-    crate::install::find_in(dirs, name).or_else(|| {
-        // Enabled through a wants/ symlink that points outside the search path.
-        dirs.iter()
-            .map(|d| d.join(WANTS).join(name))
-            .find(|p| p.exists())
-    })
+/// A target with `.wants/` or `.requires/` links but no file of its own (an image or a test root
+/// that only enables units): an empty target, as if its file said nothing.
+fn implicit_target(
+    lookup: &crust_common::unit::Lookup,
+    tree: &crust_common::unit::UnitTree,
+    name: &str,
+    host: &crust_common::unit::Host,
+) -> Option<LoadResult> {
+    let parsed = crust_common::unit::UnitName::parse(name).ok()?;
+    if !name.ends_with(".target") {
+        return None;
+    }
+    let (wants, requires) = lookup.dependency_links(tree, &parsed);
+    if wants.is_empty() && requires.is_empty() {
+        return None;
+    }
+    let source = crust_common::unit::Source {
+        path: "(no unit file)".into(),
+        text: String::from("[Unit]\n"),
+    };
+    Some(Unit::from_sources(name, &[source], host).map(|(mut u, w)| {
+        u.wants = wants;
+        u.requires = requires;
+        (u, w, PathBuf::from("(no unit file)"))
+    }))
 }
 
 fn dirs_list(dirs: &[PathBuf]) -> String {
@@ -1248,8 +1278,8 @@ mod tests {
             .unwrap();
         let (units, notes) = load_units(&[etc, usr]);
         let names: Vec<&str> = units.iter().map(|u| u.name.as_str()).collect();
-        assert_eq!(names, ["a.service", "helper.service"]);
-        assert_eq!(units[0].exec_start[0].argv, ["/bin/etc-a"]);
+        assert_eq!(names, [BOOT_TARGET, "a.service", "helper.service"]);
+        assert_eq!(units[1].exec_start[0].argv, ["/bin/etc-a"]);
         assert_eq!(notes.len(), 2, "{notes:?}");
         assert!(notes
             .iter()

@@ -237,3 +237,77 @@ fn manager_as_a_child_process() {
         .ok
     );
 }
+
+/// Targets order what comes after them, and shutdown stops units in the reverse of that order,
+/// each through its ExecStop= (with $MAINPID) before the signals.
+#[test]
+fn targets_order_starts_and_shutdown_runs_exec_stop_in_reverse() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let usr = "usr/lib/systemd/system";
+    let log = root.join("order.log");
+    let log = log.display();
+    write(
+        root,
+        &format!("{usr}/net.service"),
+        &format!(
+            "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/sh -c 'sleep 0.5; echo net-up >> {log}'\n"
+        ),
+    );
+    write(
+        root,
+        &format!("{usr}/online.target"),
+        "[Unit]\nWants=net.service\nAfter=net.service\n",
+    );
+    write(
+        root,
+        &format!("{usr}/db.service"),
+        &format!(
+            "[Unit]\nWants=online.target\nAfter=online.target\n[Service]\nExecStart=/bin/sh -c 'echo db-up >> {log}; exec sleep 1000'\nExecStop=/bin/sh -c 'echo db-stop $MAINPID >> {log}'\n"
+        ),
+    );
+    write(
+        root,
+        &format!("{usr}/app.service"),
+        &format!(
+            "[Unit]\nWants=db.service\nAfter=db.service\n[Service]\nExecStart=/bin/sh -c 'echo app-up >> {log}; exec sleep 1000'\nExecStop=/bin/sh -c 'sleep 0.5; echo app-stop >> {log}'\n"
+        ),
+    );
+    let wants = root.join(format!("{usr}/multi-user.target.wants"));
+    std::fs::create_dir_all(&wants).unwrap();
+    std::os::unix::fs::symlink("../app.service", wants.join("app.service")).unwrap();
+
+    let child = Command::new(env!("CARGO_BIN_EXE_init-user"))
+        .arg("--root")
+        .arg(root)
+        .spawn()
+        .unwrap();
+    let mut m = Manager {
+        child,
+        socket: root.join("run/init.sock"),
+    };
+    wait_for("the control socket", || m.socket.exists());
+    wait_for("app.service active", || {
+        unit_line(&m, "app.service").is_some_and(|u| u.state == "active")
+    });
+    let target = unit_line(&m, "online.target").unwrap();
+    assert_eq!(
+        (target.state.as_str(), target.sub.as_str()),
+        ("active", "active")
+    );
+    let db_pid = unit_line(&m, "db.service").unwrap().pid.unwrap();
+    assert_eq!(
+        std::fs::read_to_string(root.join("order.log")).unwrap(),
+        "net-up\ndb-up\napp-up\n"
+    );
+    assert!(call(&m, Request::Poweroff).ok);
+    wait_for("the manager to exit", || {
+        matches!(m.child.try_wait(), Ok(Some(_)))
+    });
+    assert_eq!(
+        std::fs::read_to_string(root.join("order.log")).unwrap(),
+        format!("net-up\ndb-up\napp-up\napp-stop\ndb-stop {db_pid}\n"),
+        "app (ordered after db) stops first, and db's ExecStop ran while db still ran"
+    );
+    assert!(!alive(db_pid));
+}

@@ -218,6 +218,8 @@ pub struct Unit {
     pub kill_mode: KillMode,
     pub limit_nofile: Option<RLimit>,
     pub remain_after_exit: bool,
+    /// `SendSIGHUP=`: a SIGHUP follows the stop signal (for shells, which ignore SIGTERM).
+    pub send_sighup: bool,
 
     // [Install]
     pub wanted_by: Vec<String>,
@@ -573,6 +575,12 @@ impl Builder<'_> {
                     v => parse_bool(v).ok_or_else(|| err("not a boolean; use yes or no".into()))?,
                 };
             }
+            ("Service", "SendSIGHUP") => {
+                u.send_sighup = match v {
+                    "" => false,
+                    v => parse_bool(v).ok_or_else(|| err("not a boolean; use yes or no".into()))?,
+                };
+            }
             ("Install", "WantedBy") => list(&mut u.wanted_by, v),
             ("Install", "RequiredBy") => list(&mut u.required_by, v),
             ("Install", "Alias") => list(&mut u.alias, v),
@@ -658,6 +666,7 @@ fn is_known(section: &str, key: &str) -> bool {
             "KillMode",
             "LimitNOFILE",
             "RemainAfterExit",
+            "SendSIGHUP",
         ],
         "Install" => &["WantedBy", "RequiredBy", "Alias", "Also"],
         _ => &[],

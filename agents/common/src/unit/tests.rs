@@ -460,6 +460,9 @@ fn kill_modes_limits_booleans() {
         );
     }
     assert!(service("RemainAfterExit=maybe").is_err());
+    assert!(service("SendSIGHUP=yes").unwrap().send_sighup);
+    assert!(!service("SendSIGHUP=no").unwrap().send_sighup);
+    assert!(service("SendSIGHUP=often").is_err());
 }
 
 #[test]
