@@ -6,10 +6,12 @@
 //!   talks to a [`backend::Backend`].
 //! - [`local`]: a single-member backend (tests, the host-side discovery service).
 //! - [`client`]: a blocking etcd v2 client for the agents; [`ctl`]: `crustctl kv`.
+//! - [`linearizability`]: a checker for histories recorded by the fault tests.
 
 pub mod api;
 pub mod backend;
 pub mod client;
 pub mod ctl;
+pub mod linearizability;
 pub mod local;
 pub mod store;
