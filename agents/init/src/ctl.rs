@@ -149,7 +149,7 @@ pub fn render_unit(u: &crate::manager::UnitStatus) -> String {
 /// start/stop/restart wait until the job is over, as systemctl does; is-active prints the state
 /// and exits 0 only for `active` (3 otherwise).
 fn unit_verb(socket: &str, verb: &str, unit: &str) -> i32 {
-    let is_active = |u: &str| -> Result<String, String> {
+    let is_active = |u: &str| -> Result<String, CtlError> {
         let r = call(socket, &Request::IsActive { unit: u.into() })?;
         Ok(r.active_state.unwrap_or_else(|| "unknown".into()))
     };
@@ -330,20 +330,45 @@ fn usage(why: &str) -> i32 {
 }
 
 /// One request, one response.
-pub fn call(socket: &str, request: &Request) -> Result<Response, String> {
-    let mut s = UnixStream::connect(socket).map_err(|e| {
-        format!("cannot reach init at {socket}: {e} (is this a crust machine, and are you root?)")
+/// Why a control-socket call did not get an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum CtlError {
+    #[error(
+        "cannot reach init at {socket}: {source} (is this a crust machine, and are you root?)"
+    )]
+    Connect {
+        socket: String,
+        source: std::io::Error,
+    },
+    #[error("talking to init at {socket}: {source}")]
+    Io {
+        socket: String,
+        source: std::io::Error,
+    },
+    #[error("init sent an unreadable answer ({why}): {answer:?}")]
+    BadAnswer { why: String, answer: String },
+}
+
+/// Sends one request and reads the one-line answer (see README.md for the protocol).
+pub fn call(socket: &str, request: &Request) -> Result<Response, CtlError> {
+    let io = |source| CtlError::Io {
+        socket: socket.to_string(),
+        source,
+    };
+    let mut s = UnixStream::connect(socket).map_err(|source| CtlError::Connect {
+        socket: socket.to_string(),
+        source,
     })?;
     let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
-    let line = serde_json::to_string(request).map_err(|e| e.to_string())?;
-    s.write_all(format!("{line}\n").as_bytes())
-        .map_err(|e| format!("writing to {socket}: {e}"))?;
+    // A Request always serializes (plain strings and tags).
+    let line = serde_json::to_string(request).unwrap_or_default();
+    s.write_all(format!("{line}\n").as_bytes()).map_err(io)?;
     let mut answer = String::new();
-    BufReader::new(s)
-        .read_line(&mut answer)
-        .map_err(|e| format!("reading from {socket}: {e}"))?;
-    serde_json::from_str(answer.trim())
-        .map_err(|e| format!("init sent an unreadable answer ({e}): {answer:?}"))
+    BufReader::new(s).read_line(&mut answer).map_err(io)?;
+    serde_json::from_str(answer.trim()).map_err(|e| CtlError::BadAnswer {
+        why: e.to_string(),
+        answer,
+    })
 }
 
 /// Human-readable output for each verb.

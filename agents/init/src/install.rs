@@ -8,11 +8,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 /// Unit directories, highest precedence first (as init reads them).
-pub const DIRS: [&str; 3] = [
-    "/etc/systemd/system",
-    "/run/systemd/system",
-    "/usr/lib/systemd/system",
-];
+use crust_common::unit::SYSTEM_DIRS as DIRS;
 
 fn at(root: &Path, dir: &str) -> PathBuf {
     root.join(dir.trim_start_matches('/'))

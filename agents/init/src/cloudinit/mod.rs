@@ -13,7 +13,7 @@ pub mod source;
 use crate::proto::Request;
 use crust_common::cloudconfig::{self, Substitutions, UserDataKind};
 use source::{Found, MetaData};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -77,6 +77,11 @@ fn report(msg: &str) {
 
 /// Data sources in order; the first one present wins.
 fn probe() -> Result<Option<Found>, String> {
+    // A config-2 ISO (made with genisoimage/xorriso, as OpenStack and CoreOS users do) needs the
+    // ISO9660 driver, and on an emulated CD-ROM drive the SCSI CD driver; both are modules.
+    for m in ["isofs", "sr_mod"] {
+        let _ = load_module(m);
+    }
     if let Some(f) = source::config_drive() {
         return f.map(Some);
     }
@@ -156,26 +161,27 @@ fn run(found: &Found) -> Result<(), String> {
         .meta
         .local_ipv4
         .or_else(|| private_ipv4(uses_addresses));
+    let (private6, public6) = ipv6_of(
+        &std::fs::read_to_string("/proc/net/if_inet6").unwrap_or_default(),
+        "eth0",
+    );
     let subs = Substitutions {
         private_ipv4: private,
         // Sources without a public address (config-2, fw_cfg) use the private one, so
         // `$public_ipv4` in CoreOS-era configs still names a reachable address.
         public_ipv4: found.meta.public_ipv4.or(private),
-        ..Substitutions::default()
+        private_ipv6: private6,
+        public_ipv6: public6,
     };
     for var in subs.unresolved(&raw) {
         report(&format!(
             "cloudinit: warning: {var} is used but no address is known; it becomes empty"
         ));
     }
-    match kind {
-        UserDataKind::Script => return run_script_once(raw.as_bytes()),
-        UserDataKind::Unknown => {
-            return Err(
-                "the user data is neither a #cloud-config nor a #! script; nothing applied".into(),
-            )
-        }
-        UserDataKind::Empty | UserDataKind::CloudConfig => {}
+    if kind == UserDataKind::Unknown {
+        return Err(
+            "the user data is neither a #cloud-config nor a #! script; nothing applied".into(),
+        );
     }
     let cfg = if kind == UserDataKind::CloudConfig {
         let text = cloudconfig::substitute(&raw, &subs);
@@ -261,11 +267,16 @@ fn run(found: &Found) -> Result<(), String> {
     if !failed.is_empty() {
         return Err(format!("unit commands failed: {}", failed.join("; ")));
     }
+    // As coreos-cloudinit: the metadata (hostname, the platform's SSH keys) is applied first,
+    // then a user-data script runs.
+    if kind == UserDataKind::Script {
+        return run_script_once(raw.as_bytes());
+    }
     Ok(())
 }
 
 fn call(req: &Request) -> Result<(), String> {
-    let r = crate::ctl::call(crate::proto::SOCKET, req)?;
+    let r = crate::ctl::call(crate::proto::SOCKET, req).map_err(|e| e.to_string())?;
     if r.ok {
         Ok(())
     } else {
@@ -299,5 +310,60 @@ fn run_script_once(script: &[u8]) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("the user-data script {status}"))
+    }
+}
+
+/// `$private_ipv6` and `$public_ipv6` from the kernel's addresses of `link` (the text of
+/// `/proc/net/if_inet6`): global-scope addresses only; a unique-local one (fc00::/7) is the
+/// private address, a globally routed one the public address, and each stands in for the other
+/// when only one kind exists (as `$public_ipv4` does).
+pub fn ipv6_of(if_inet6: &str, link: &str) -> (Option<Ipv6Addr>, Option<Ipv6Addr>) {
+    let mut ula = None;
+    let mut global = None;
+    for line in if_inet6.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        // address ifindex prefixlen scope flags name; scope 00 is global
+        if f.len() != 6 || f[5] != link || f[3] != "00" {
+            continue;
+        }
+        let Ok(bits) = u128::from_str_radix(f[0], 16) else {
+            continue;
+        };
+        let a = Ipv6Addr::from(bits);
+        if a.segments()[0] & 0xfe00 == 0xfc00 {
+            ula.get_or_insert(a);
+        } else {
+            global.get_or_insert(a);
+        }
+    }
+    (ula.or(global), global.or(ula))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_addresses_come_from_global_scope_on_the_link() {
+        let text = "\
+fe80000000000000505400fffe123456 02 40 20 80     eth0
+fd000000000000000000000000000005 02 40 00 80     eth0
+20010db8000000000000000000000005 02 40 00 80     eth0
+20010db8000000000000000000000009 03 40 00 80     eth1
+00000000000000000000000000000001 01 80 10 80       lo
+";
+        let (private, public) = ipv6_of(text, "eth0");
+        assert_eq!(private, Some("fd00::5".parse().unwrap()));
+        assert_eq!(public, Some("2001:db8::5".parse().unwrap()));
+        let only_ula = "fd000000000000000000000000000005 02 40 00 80 eth0\n";
+        assert_eq!(
+            ipv6_of(only_ula, "eth0"),
+            (
+                Some("fd00::5".parse().unwrap()),
+                Some("fd00::5".parse().unwrap())
+            )
+        );
+        assert_eq!(ipv6_of(text, "eth2"), (None, None));
+        assert_eq!(ipv6_of("garbage\n", "eth0"), (None, None));
     }
 }
