@@ -114,6 +114,10 @@ fn cloud_config_unit_restarts_and_stop_kills_children() -> Result<()> {
     let status = n.sh("crustctl status loop.service")?;
     assert!(status.contains("State: active (running)"), "{status}");
     assert!(status.contains("Restarts: 1"), "{status}");
+    assert!(
+        status.contains("loop.service: loop started"),
+        "status shows recent log lines: {status}"
+    );
     assert!(status.contains("Memory: "), "{status}");
     assert!(
         status.contains("CGroup: /sys/fs/cgroup/system.slice/loop.service"),

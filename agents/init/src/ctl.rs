@@ -107,6 +107,15 @@ fn unit_status(socket: &str, unit: &str) -> i32 {
         return 4;
     };
     print!("{}", render_unit(&u));
+    // As systemctl status: the unit's most recent log lines follow.
+    let recent = crate::logs::tail(std::path::Path::new(crate::logs::DIR), Some(unit), 10)
+        .unwrap_or_default();
+    if !recent.is_empty() {
+        println!();
+        for l in recent {
+            println!("{l}");
+        }
+    }
     if u.state == "active" {
         0
     } else {
