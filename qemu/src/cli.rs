@@ -51,7 +51,8 @@ enum ClusterCommand {
         /// validate-config`) or a `#!` script.
         #[arg(long, value_name = "FILE")]
         cloud_config: Option<PathBuf>,
-        /// How the user data reaches the nodes: config-drive (a `config-2` FAT drive) or fw-cfg.
+        /// How the user data reaches the nodes: config-drive (a `config-2` FAT drive),
+        /// config-drive-iso (the same as ISO9660, made with genisoimage) or fw-cfg.
         #[arg(long, default_value = "config-drive", value_name = "HOW")]
         config_via: String,
         /// Boot even when the cloud-config has errors (to see how nodes handle bad input).

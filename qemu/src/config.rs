@@ -30,6 +30,9 @@ pub enum Delivery {
     ConfigDrive,
     /// QEMU fw_cfg items `opt/org.crust/config` and `opt/org.crust/meta_data`.
     FwCfg,
+    /// The same `config-2` drive as an ISO9660 image (Rock Ridge + Joliet), as OpenStack and
+    /// `genisoimage -V config-2` make it; needs `genisoimage` (or `xorriso`) on the host.
+    ConfigDriveIso,
 }
 
 impl Delivery {
@@ -37,10 +40,11 @@ impl Delivery {
         match s {
             "config-drive" | "drive" => Ok(Delivery::ConfigDrive),
             "fw-cfg" | "fw_cfg" => Ok(Delivery::FwCfg),
+            "config-drive-iso" | "iso" => Ok(Delivery::ConfigDriveIso),
             other => Err(Error::Invalid {
                 what: "config delivery",
                 value: other.into(),
-                reason: "use config-drive or fw-cfg".into(),
+                reason: "use config-drive, config-drive-iso or fw-cfg".into(),
             }),
         }
     }
@@ -162,6 +166,50 @@ pub fn write_node(
             reason: e.to_string(),
         })?;
     }
+    if delivery == Delivery::ConfigDriveIso {
+        write_iso(&files.drive, &paths.dir.join("config-2"), user_data, &meta_json)?;
+    }
+    Ok(())
+}
+
+/// Writes the config drive as an ISO9660 image with the host's `genisoimage` or `xorriso`.
+fn write_iso(iso: &Path, tree: &Path, user_data: Option<&[u8]>, meta_json: &[u8]) -> Result<()> {
+    let _ = std::fs::remove_dir_all(tree);
+    for e in drive_entries(user_data, meta_json) {
+        match e {
+            crust_fat::Entry::Dir(d) => std::fs::create_dir_all(tree.join(&d))
+                .map_err(io(format!("creating {}", tree.join(&d).display())))?,
+            crust_fat::Entry::File(f, data) => write(&tree.join(&f), &data)?,
+        }
+    }
+    let tool = crate::tools::which("genisoimage")
+        .map(|t| (t, vec![]))
+        .or_else(|| {
+            crate::tools::which("xorriso").map(|t| (t, vec!["-as".to_string(), "mkisofs".into()]))
+        })
+        .ok_or_else(|| Error::Invalid {
+            what: "config delivery",
+            value: "config-drive-iso".into(),
+            reason: "needs genisoimage or xorriso on the host: apt-get install genisoimage (or use --config-via config-drive)".into(),
+        })?;
+    let out = std::process::Command::new(&tool.0)
+        .args(&tool.1)
+        .args(["-quiet", "-V", CONFIG_DRIVE_LABEL, "-r", "-J", "-o"])
+        .arg(iso)
+        .arg(tree)
+        .output()
+        .map_err(io(format!("running {}", tool.0.display())))?;
+    if !out.status.success() {
+        return Err(Error::Invalid {
+            what: "config drive",
+            value: iso.display().to_string(),
+            reason: format!(
+                "{} failed: {}",
+                tool.0.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        });
+    }
     Ok(())
 }
 
@@ -175,7 +223,7 @@ pub fn qemu_args(paths: &NodePaths, delivery: Delivery, user_data: bool) -> Vec<
     let files = ConfigFiles::of(paths);
     let opt = |p: &Path| crate::accel::qemu_opt(&p.display().to_string());
     match delivery {
-        Delivery::ConfigDrive => vec![
+        Delivery::ConfigDrive | Delivery::ConfigDriveIso => vec![
             "-drive".into(),
             format!(
                 "file={},if=none,id=config2,format=raw,readonly=on",

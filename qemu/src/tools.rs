@@ -130,7 +130,7 @@ pub fn ensure(note: &dyn Fn(&str)) -> Result<Tools> {
     }
 }
 
-fn which(name: &str) -> Option<PathBuf> {
+pub(crate) fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|d| d.join(name))

@@ -58,6 +58,7 @@ pub struct ClusterBuilder {
     cloud_config: Option<Vec<u8>>,
     delivery: Delivery,
     discovery: bool,
+    guestfwd: Vec<(u16, u16)>,
     wait: bool,
 }
 
@@ -78,6 +79,12 @@ impl ClusterBuilder {
         self
     }
 
+    /// Deliver the user data on a config-2 ISO9660 drive instead of the FAT one.
+    pub fn via_config_iso(mut self) -> Self {
+        self.delivery = Delivery::ConfigDriveIso;
+        self
+    }
+
     /// Deliver the user data through QEMU fw_cfg instead of a config-2 drive.
     pub fn via_fw_cfg(mut self) -> Self {
         self.delivery = Delivery::FwCfg;
@@ -87,6 +94,12 @@ impl ClusterBuilder {
     /// Serve an etcd discovery URL from the host; `$discovery` in the user data becomes it.
     pub fn discovery(mut self) -> Self {
         self.discovery = true;
+        self
+    }
+
+    /// Guests reach the host's 127.0.0.1:`host_port` at `10.0.2.100:guest_port`.
+    pub fn guestfwd(mut self, guest_port: u16, host_port: u16) -> Self {
+        self.guestfwd.push((guest_port, host_port));
         self
     }
 
@@ -119,6 +132,7 @@ impl ClusterBuilder {
         spec.cloud_config = self.cloud_config;
         spec.delivery = self.delivery;
         spec.discovery = self.discovery;
+        spec.guestfwd = self.guestfwd;
         let inner = crust_qemu::Cluster::create(&spec, &|m| eprintln!("cluster: {m}"))?;
         let c = Cluster {
             inner,
@@ -147,6 +161,7 @@ impl Cluster {
             cloud_config: None,
             delivery: Delivery::ConfigDrive,
             discovery: false,
+            guestfwd: Vec::new(),
             wait: true,
         }
     }

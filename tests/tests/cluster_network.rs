@@ -1,4 +1,5 @@
-//! Three machines booted from one cloud-config on the cluster switch, with a discovery URL served
+//! Three machines booted from one cloud-config (on config-2 ISO drives) on the cluster switch,
+//! with a discovery URL served
 //! from the host: each takes its static lease on eth0 and fills `$private_ipv4` with it, they reach each other, SSH works through the
 //! forwarded ports, a killed node stops answering while the others stay up and comes back with
 //! start, a partition really separates them and heal restores it.
@@ -35,8 +36,10 @@ fn fixture(name: &str) -> std::path::PathBuf {
 
 #[test]
 fn one_cloud_config_leases_ssh_kill_start_partition_and_heal() -> Result<()> {
+    // The user data comes on a config-2 ISO9660 drive here (the FAT one in units.rs).
     let c = Cluster::of(3)
         .cloud_config(fixture("cluster.yaml"))
+        .via_config_iso()
         .discovery()
         .start()?;
     // Every node got the same fresh discovery URL, and it answers from inside the cluster with
