@@ -42,6 +42,16 @@ pub fn base64(content: &str) -> Result<Vec<u8>, DecodeError> {
         .map_err(|e| DecodeError::Base64(e.to_string()))
 }
 
+/// User data as delivered: gzip-compressed data (as EC2 users send to fit its 16 KiB limit,
+/// and coreos-cloudinit accepted) is decompressed; anything else is returned as is.
+pub fn user_data_bytes(data: &[u8]) -> Result<Vec<u8>, DecodeError> {
+    if data.starts_with(&[0x1f, 0x8b]) {
+        gunzip(data)
+    } else {
+        Ok(data.to_vec())
+    }
+}
+
 fn gunzip(data: &[u8]) -> Result<Vec<u8>, DecodeError> {
     let mut out = Vec::new();
     flate2::read::MultiGzDecoder::new(data)
@@ -58,6 +68,19 @@ fn gunzip(data: &[u8]) -> Result<Vec<u8>, DecodeError> {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn gzipped_user_data_is_decompressed_plain_is_kept() {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(b"#cloud-config\nhostname: z\n").unwrap();
+        let gz = gz.finish().unwrap();
+        assert_eq!(
+            user_data_bytes(&gz).unwrap(),
+            b"#cloud-config\nhostname: z\n"
+        );
+        assert_eq!(user_data_bytes(b"#!/bin/sh\n").unwrap(), b"#!/bin/sh\n");
+        assert!(user_data_bytes(&[0x1f, 0x8b, 0, 1]).is_err());
+    }
 
     fn gz(data: &[u8]) -> Vec<u8> {
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());

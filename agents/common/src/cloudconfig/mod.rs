@@ -27,7 +27,7 @@ pub use convert::{
     Generated, GeneratedFile, ServiceDropIn, UnitAction, ValueKind, DROPIN_NAME, ETCD2, FLANNEL,
     FLANNEL_OPTIONS, FLEET, LOCKSMITH, UPDATE_CONF,
 };
-pub use encoding::{decode, DecodeError, MAX_DECODED};
+pub use encoding::{decode, user_data_bytes, DecodeError, MAX_DECODED};
 pub use model::{
     CloudConfig, CoreOs, DropIn, Encoding, EtcHosts, Oem, RebootStrategy, Unit, UnitCommand,
     Update, User, WriteFile,

@@ -154,7 +154,9 @@ fn private_ipv4(wait: bool) -> Option<Ipv4Addr> {
 }
 
 fn run(found: &Found) -> Result<(), String> {
-    let raw = String::from_utf8_lossy(found.user_data.as_deref().unwrap_or_default()).into_owned();
+    let bytes = cloudconfig::user_data_bytes(found.user_data.as_deref().unwrap_or_default())
+        .map_err(|e| format!("the user data looks gzip-compressed but {e}; nothing applied"))?;
+    let raw = String::from_utf8_lossy(&bytes).into_owned();
     let kind = cloudconfig::classify(&raw);
     let uses_addresses = raw.contains("$private_ipv4") || raw.contains("$public_ipv4");
     let private = found

@@ -181,7 +181,7 @@ pub fn cmdline_url(cmdline: &str) -> Option<String> {
 }
 
 fn fetch(url: &Url, headers: &[(&str, &str)]) -> Result<Option<Vec<u8>>, String> {
-    let r = http::request_with(
+    let mut r = http::request_with(
         "GET",
         url,
         None,
@@ -191,9 +191,11 @@ fn fetch(url: &Url, headers: &[(&str, &str)]) -> Result<Option<Vec<u8>>, String>
     )
     .map_err(|e| e.to_string())?;
     let status = r.status;
-    let body = r.text().map_err(|e| format!("{url}: {e}"))?;
+    // Bytes, not text: user data may be gzip-compressed.
+    let mut body = Vec::new();
+    std::io::Read::read_to_end(&mut r.body, &mut body).map_err(|e| format!("{url}: {e}"))?;
     match status {
-        200 => Ok(Some(body.into_bytes())),
+        200 => Ok(Some(body)),
         404 => Ok(None),
         s => Err(format!("{url} answered HTTP {s}")),
     }
@@ -231,22 +233,52 @@ fn text(url: &Url, headers: &[(&str, &str)]) -> Result<Option<String>, String> {
     Ok(fetch(url, headers)?.map(|b| String::from_utf8_lossy(&b).trim().to_string()))
 }
 
-/// EC2's metadata service at `base` (`http://169.254.169.254` on EC2).
+/// An IMDSv2 session token (`PUT /latest/api/token`), or None where the service only speaks
+/// IMDSv1 (instances that require v2 answer every tokenless GET with 401).
+fn ec2_token(base: &Url) -> Option<String> {
+    let r = http::request_with(
+        "PUT",
+        &base.join("latest/api/token"),
+        None,
+        None,
+        &[
+            ("X-aws-ec2-metadata-token-ttl-seconds", "21600"),
+            ("Content-Length", "0"),
+        ],
+        Some(Duration::from_secs(5)),
+    )
+    .ok()?;
+    if r.status != 200 {
+        return None;
+    }
+    r.text()
+        .ok()
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+}
+
+/// EC2's metadata service at `base` (`http://169.254.169.254` on EC2), with an IMDSv2 token when
+/// the service hands one out.
 pub fn ec2(base: &str) -> Result<Found, String> {
     let b = Url::parse(base).map_err(|e| e.to_string())?;
+    let token = ec2_token(&b);
+    let h: Vec<(&str, &str)> = token
+        .as_deref()
+        .map(|t| vec![("X-aws-ec2-metadata-token", t)])
+        .unwrap_or_default();
     let v = b.join("2009-04-04");
     let md = v.join("meta-data");
     let mut meta = MetaData {
-        hostname: text(&md.join("hostname"), &[])?,
-        local_ipv4: text(&md.join("local-ipv4"), &[])?.and_then(|s| s.parse().ok()),
-        public_ipv4: text(&md.join("public-ipv4"), &[])?.and_then(|s| s.parse().ok()),
+        hostname: text(&md.join("hostname"), &h)?,
+        local_ipv4: text(&md.join("local-ipv4"), &h)?.and_then(|s| s.parse().ok()),
+        public_ipv4: text(&md.join("public-ipv4"), &h)?.and_then(|s| s.parse().ok()),
         ..MetaData::default()
     };
     // public-keys/ lists `0=name`; each key is at public-keys/0/openssh-key.
-    if let Some(list) = text(&md.join("public-keys/"), &[])? {
+    if let Some(list) = text(&md.join("public-keys/"), &h)? {
         for line in list.lines() {
             if let Some((idx, _)) = line.split_once('=') {
-                if let Some(k) = text(&md.join(&format!("public-keys/{idx}/openssh-key")), &[])? {
+                if let Some(k) = text(&md.join(&format!("public-keys/{idx}/openssh-key")), &h)? {
                     meta.public_keys.push(k);
                 }
             }
@@ -254,7 +286,7 @@ pub fn ec2(base: &str) -> Result<Found, String> {
     }
     Ok(Found {
         source: "ec2 metadata".into(),
-        user_data: fetch(&v.join("user-data"), &[])?,
+        user_data: fetch(&v.join("user-data"), &h)?,
         meta,
     })
 }
@@ -274,11 +306,35 @@ pub fn gce(base: &str) -> Result<Found, String> {
         .and_then(|s| s.parse().ok()),
         public_keys: Vec::new(),
     };
+    // `ssh-keys` (and the older `sshKeys`) of the instance and the project: one
+    // `USER:KEY` a line; as coreos-cloudinit did, every key goes to core.
+    let mut meta = meta;
+    let project = b.join("computeMetadata/v1/project/attributes");
+    for url in [
+        inst.join("attributes/ssh-keys"),
+        inst.join("attributes/sshKeys"),
+        project.join("ssh-keys"),
+        project.join("sshKeys"),
+    ] {
+        if let Some(list) = text(&url, &h)? {
+            meta.public_keys.extend(gce_keys(&list));
+        }
+    }
+    meta.public_keys.dedup();
     Ok(Found {
         source: "gce metadata".into(),
         user_data: fetch(&inst.join("attributes/user-data"), &h)?,
         meta,
     })
+}
+
+/// The keys of a GCE `ssh-keys` value: `USER:KEY` lines, the user dropped.
+pub fn gce_keys(list: &str) -> Vec<String> {
+    list.lines()
+        .filter_map(|l| l.trim().split_once(':'))
+        .map(|(_, k)| k.trim().to_string())
+        .filter(|k| k.starts_with("ssh-") || k.starts_with("ecdsa-"))
+        .collect()
 }
 
 /// The OEM partition's cloud-config (`cloud-config.yml` on the partition labelled OEM).
@@ -371,7 +427,8 @@ mod tests {
                     }
                 }
                 let body = routes.iter().find(|(p, _)| *p == path).map(|(_, b)| *b);
-                let ok = need_header.is_none() || has;
+                // The IMDSv2 token itself is handed out without one.
+                let ok = need_header.is_none() || has || path == "/latest/api/token";
                 let resp = match body {
                     Some(b) if ok => {
                         format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{b}", b.len())
@@ -404,6 +461,18 @@ mod tests {
         );
         let f = ec2(&base).unwrap();
         assert_eq!(f.user_data.unwrap(), b"#cloud-config\nhostname: x\n");
+        // IMDSv2: every request carries the session token.
+        let v2 = fake(
+            vec![
+                ("/latest/api/token", "TOKEN123"),
+                ("/2009-04-04/user-data", "#cloud-config\n"),
+                ("/2009-04-04/meta-data/hostname", "ip-10-0-0-6"),
+            ],
+            Some("X-aws-ec2-metadata-token: TOKEN123"),
+        );
+        let f2 = ec2(&v2).unwrap();
+        assert_eq!(f2.meta.hostname.as_deref(), Some("ip-10-0-0-6"));
+        assert_eq!(f2.user_data.unwrap(), b"#cloud-config\n");
         assert_eq!(f.meta.local_ipv4, Some(Ipv4Addr::new(10, 0, 0, 5)));
         assert_eq!(f.meta.public_ipv4, Some(Ipv4Addr::new(54, 1, 2, 3)));
         assert_eq!(f.meta.public_keys, ["ssh-rsa AAAA me"]);
@@ -421,6 +490,14 @@ mod tests {
                     "/computeMetadata/v1/instance/network-interfaces/0/ip",
                     "10.128.0.2",
                 ),
+                (
+                    "/computeMetadata/v1/instance/attributes/ssh-keys",
+                    "core:ssh-ed25519 AAAA core@laptop\nalice:ssh-rsa BBBB alice",
+                ),
+                (
+                    "/computeMetadata/v1/project/attributes/sshKeys",
+                    "bob:ecdsa-sha2-nistp256 CCCC bob\nnot a key",
+                ),
             ],
             Some("Metadata-Flavor: Google"),
         );
@@ -428,6 +505,14 @@ mod tests {
         assert_eq!(f.meta.hostname.as_deref(), Some("vm.c.proj.internal"));
         assert_eq!(f.meta.local_ipv4, Some(Ipv4Addr::new(10, 128, 0, 2)));
         assert_eq!(f.meta.public_ipv4, None);
+        assert_eq!(
+            f.meta.public_keys,
+            [
+                "ssh-ed25519 AAAA core@laptop",
+                "ssh-rsa BBBB alice",
+                "ecdsa-sha2-nistp256 CCCC bob"
+            ]
+        );
         assert_eq!(f.user_data.unwrap(), b"#cloud-config\n");
     }
 }
