@@ -7,6 +7,8 @@
 //! - [`local`]: a single-member backend (tests, the host-side discovery service).
 //! - [`client`]: a blocking etcd v2 client for the agents; [`ctl`]: `crustctl kv`.
 //! - [`linearizability`]: a checker for histories recorded by the fault tests.
+//! - `testkit` (feature `testkit`): process clusters of etcd or crust kv behind peer proxies
+//!   that can partition them, for fault tests and `crust bench kv`.
 
 pub mod api;
 pub mod backend;
@@ -15,3 +17,5 @@ pub mod ctl;
 pub mod linearizability;
 pub mod local;
 pub mod store;
+#[cfg(feature = "testkit")]
+pub mod testkit;
