@@ -8,6 +8,7 @@
 //! (orchestration, JSON manifest). `inspect` reads an image back.
 
 pub mod agent;
+pub mod bench;
 pub mod build;
 pub mod channel;
 pub mod debian;

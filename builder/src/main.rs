@@ -48,6 +48,8 @@ enum Command {
     Channel(crust::channel::ChannelArgs),
     /// Serve a directory over HTTP (GET, HEAD, Range) on 127.0.0.1 for local updates.
     Serve(crust::serve::ServeArgs),
+    /// Benchmarks side by side with the real peer (`crust bench kv`: crust kv vs etcd 3.4).
+    Bench(crust::bench::BenchArgs),
 }
 
 fn main() {
@@ -123,6 +125,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Publish(args) => println!("{}", crust::publish::run(&args)?),
         Command::Channel(args) => print!("{}", crust::channel::run(&args)?),
         Command::Serve(args) => crust::serve::run(&args)?,
+        Command::Bench(args) => match args.command {
+            crust::bench::BenchCommand::Kv(kv) => print!("{}", crust::bench::run_kv(&kv)?),
+        },
     }
     Ok(())
 }

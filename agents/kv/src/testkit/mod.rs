@@ -543,7 +543,7 @@ impl Drop for Cluster {
 
 /// The child gets SIGKILL when the thread that spawned it ends (a test that panics, a
 /// benchmark interrupted), so no member outlives its test.
-fn die_with_parent(cmd: &mut Command) {
+pub fn die_with_parent(cmd: &mut Command) {
     use std::os::unix::process::CommandExt;
     // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
     unsafe {
