@@ -449,13 +449,13 @@ pub fn run(args: &BuildArgs) -> Result<BuildOutput, BuildError> {
     Ok(output)
 }
 
-/// The loader entry for a slot (Boot Loader Spec type 1).
+/// The loader entry for a slot (Boot Loader Spec type 1), as update-engine writes it too.
 pub fn loader_entry(manifest: &Manifest, slot: Slot, cmdline: &str) -> String {
-    let dir = slot.esp_dir();
-    format!(
-        "title {name} {v} (usr-{slot})\nversion {v}\nlinux /{dir}/vmlinuz\ninitrd /{dir}/initrd\noptions {cmdline}\n",
-        name = manifest.name,
-        v = manifest.version,
+    crust_common::slot::entry_body(
+        &manifest.name,
+        &manifest.version.to_string(),
+        slot,
+        cmdline,
     )
 }
 
@@ -473,8 +473,8 @@ fn esp_tree(
         "EFI/BOOT/BOOTX64.EFI",
         Source::Path(sdboot.to_path_buf()),
     )?;
-    // No `default`: systemd-boot then prefers entries with tries left and, among those, the
-    // highest `version`, which is what an A/B update wants.
+    // No `default`: systemd-boot then prefers entries with tries left and, among those (all
+    // with one sort-key), the highest `version`, which is what an A/B update wants.
     let loader_conf = format!(
         "timeout {}\neditor no\nauto-entries no\nauto-firmware no\nconsole-mode keep\n",
         manifest.boot.timeout

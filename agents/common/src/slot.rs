@@ -273,11 +273,14 @@ impl SlotState {
 }
 
 /// The body of a slot's loader entry (Boot Loader Spec type 1). `cmdline` already carries the
-/// slot's `mount.usr=` and `usrhash=`. systemd-boot prefers, among entries with tries left, the
-/// highest `version`, which is how a freshly installed slot gets booted.
+/// slot's `mount.usr=` and `usrhash=`. Both slots' entries carry the same `sort-key` (the OS
+/// name): systemd-boot then orders them by `version`, newest first, after putting entries with
+/// no tries left last, which is how a freshly installed slot gets booted and a failed one is
+/// passed over. Without a sort key it orders by file name only, so `crust-usr-b.conf` would
+/// always win over a newer `crust-usr-a+1.conf`.
 pub fn entry_body(name: &str, version: &str, slot: Slot, cmdline: &str) -> String {
     let dir = slot.esp_dir();
-    format!("title {name} {version} (usr-{slot})\nversion {version}\nlinux /{dir}/vmlinuz\ninitrd /{dir}/initrd\noptions {cmdline}\n")
+    format!("title {name} {version} (usr-{slot})\nsort-key {name}\nversion {version}\nlinux /{dir}/vmlinuz\ninitrd /{dir}/initrd\noptions {cmdline}\n")
 }
 
 /// The states of both slots after installing a release into `new` with `tries` boot attempts:
