@@ -165,6 +165,9 @@ pub fn source_date_epoch() -> u64 {
         .unwrap_or(0)
 }
 
+/// Enabled in images built with `--keys` (they can verify updates).
+pub const UPDATE_UNITS: [&str; 2] = ["update-engine.service", "locksmithd.service"];
+
 /// Builds the default manifest into `out` (used by tests and `crust demo`).
 pub fn build_default(out: &Path) -> Result<BuildOutput, BuildError> {
     run(&BuildArgs {
@@ -256,6 +259,17 @@ pub fn run(args: &BuildArgs) -> Result<BuildOutput, BuildError> {
         usr_tree
             .file(crate::keys::ROOT_IN_IMAGE, 0o644, Source::Bytes(root))
             .map_err(usr::UsrError::from)?;
+        // An image that can verify updates keeps itself current, as Container Linux did:
+        // update-engine and locksmithd are enabled (REBOOT_STRATEGY and the server come from
+        // update.conf; cloud-config or `crustctl disable`/`mask` turn them off).
+        for unit in UPDATE_UNITS {
+            usr_tree
+                .symlink(
+                    format!("lib/systemd/system/multi-user.target.wants/{unit}"),
+                    format!("../{unit}"),
+                )
+                .map_err(usr::UsrError::from)?;
+        }
     }
     let usr_path = out.join("usr.img");
     let mut usr_file = create(&usr_path)?;
@@ -451,12 +465,7 @@ pub fn run(args: &BuildArgs) -> Result<BuildOutput, BuildError> {
 
 /// The loader entry for a slot (Boot Loader Spec type 1), as update-engine writes it too.
 pub fn loader_entry(manifest: &Manifest, slot: Slot, cmdline: &str) -> String {
-    crust_common::slot::entry_body(
-        &manifest.name,
-        &manifest.version.to_string(),
-        slot,
-        cmdline,
-    )
+    crust_common::slot::entry_body(&manifest.name, &manifest.version.to_string(), slot, cmdline)
 }
 
 fn esp_tree(

@@ -186,9 +186,10 @@ impl Throttle {
                         if c_out.write_all(&buf[..n]).is_err() {
                             break;
                         }
-                        let rate = r.load(Ordering::SeqCst);
-                        if rate > 0 {
-                            std::thread::sleep(Duration::from_micros(n as u64 * 1_000_000 / rate));
+                        if let Some(us) =
+                            (n as u64 * 1_000_000).checked_div(r.load(Ordering::SeqCst))
+                        {
+                            std::thread::sleep(Duration::from_micros(us));
                         }
                     }
                     let _ = c_out.shutdown(std::net::Shutdown::Both);
@@ -200,13 +201,9 @@ impl Throttle {
 }
 
 /// The cloud-config of an updating node: update.conf pointing at the host's server, checks soon
-/// after boot, a short health window, and update-engine (and locksmithd when rebooting) on.
+/// after boot and a short health window. update-engine and locksmithd are not mentioned: images
+/// built with keys run them by default.
 fn node_config(strategy: &str) -> Result<String> {
-    let locksmith = if strategy == "off" {
-        String::new()
-    } else {
-        "    - name: locksmithd.service\n      command: start\n      enable: true\n".into()
-    };
     let config = r#"#cloud-config
 write_files:
   - path: /etc/coreos/update.conf
@@ -220,16 +217,10 @@ write_files:
       CRUST_UPDATE_BACKOFF_SECS=5
       CRUST_BOOT_HEALTHY_SECS=5
       CRUST_BOOT_DEADLINE_SECS=45
-coreos:
-  units:
-    - name: update-engine.service
-      command: start
-      enable: true
 "#;
     let text = config
         .replace("GUEST_PORT", &GUEST_PORT.to_string())
-        .replace("STRATEGY", strategy)
-        + &locksmith;
+        .replace("STRATEGY", strategy);
     // A typo here would only show on the guest's console; refuse it up front.
     crust_common::cloudconfig::parse(&text)
         .map_err(|e| anyhow!("the test's own cloud-config is invalid: {e}"))?;
@@ -311,6 +302,13 @@ fn updates_then_falls_back_from_a_release_that_never_gets_healthy() -> Result<()
         .start()?;
     let n = c.node(0);
     assert_eq!(running(&n)?, ("1.0.0".into(), "a".into()));
+    for unit in ["update-engine.service", "locksmithd.service"] {
+        assert_eq!(
+            n.sh(&format!("crustctl is-active {unit}"))?.trim(),
+            "active",
+            "{unit} runs by default in an image built with keys"
+        );
+    }
 
     // 1.0.0 -> 1.0.1: found, written to slot b, rebooted into, judged healthy and blessed.
     n.inner().wait_ready(2, crust_tests::BOOT_TIMEOUT)?;
