@@ -167,7 +167,12 @@ pub fn write_node(
         })?;
     }
     if delivery == Delivery::ConfigDriveIso {
-        write_iso(&files.drive, &paths.dir.join("config-2"), user_data, &meta_json)?;
+        write_iso(
+            &files.drive,
+            &paths.dir.join("config-2"),
+            user_data,
+            &meta_json,
+        )?;
     }
     Ok(())
 }

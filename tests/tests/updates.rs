@@ -416,19 +416,20 @@ fn tampered_expired_and_replayed_releases_are_refused_and_nothing_changes() -> R
         Ok(())
     };
     let error_of = |s: &[(String, String)]| field(s, "LAST_ERROR");
+    // Serves `repo`, asks for a check now and waits for LAST_ERROR to say `needle`.
+    let refused = |repo: &Path, what: &str, needle: &str| -> Result<Vec<(String, String)>> {
+        serve_copy(repo, &served)?;
+        n.exec("crustctl update check")?;
+        wait_status(&n, what, Duration::from_secs(240), |s| {
+            error_of(s).contains(needle)
+        })
+    };
 
     // An expired timestamp: refused before anything is downloaded.
     let expired = r.repo("expired")?;
     r.publish(&expired, &r.v2, Some(1))?;
     std::thread::sleep(Duration::from_secs(2));
-    serve_copy(&expired, &served)?;
-    n.exec("crustctl update check")?;
-    let s = wait_status(
-        &n,
-        "the expired timestamp refused",
-        Duration::from_secs(120),
-        |s| error_of(s).contains("expired"),
-    )?;
+    let s = refused(&expired, "the expired timestamp refused", "expired")?;
     assert!(error_of(&s).contains("timestamp"), "{s:?}");
     assert_eq!(field(&s, "PROGRESS"), "0/0", "{s:?}");
     untouched(&n)?;
@@ -446,14 +447,7 @@ fn tampered_expired_and_replayed_releases_are_refused_and_nothing_changes() -> R
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xff;
     std::fs::write(&payload, bytes)?;
-    serve_copy(&tampered, &served)?;
-    n.exec("crustctl update check")?;
-    let s = wait_status(
-        &n,
-        "the tampered payload refused",
-        Duration::from_secs(240),
-        |s| error_of(s).contains("does not verify"),
-    )?;
+    let s = refused(&tampered, "the tampered payload refused", "does not verify")?;
     assert!(error_of(&s).contains("sha256"), "{s:?}");
     assert!(
         field(&s, "CURRENT_OP").contains("REPORTING_ERROR_EVENT")
@@ -463,14 +457,7 @@ fn tampered_expired_and_replayed_releases_are_refused_and_nothing_changes() -> R
     untouched(&n)?;
 
     // Older (validly signed) metadata served again after the node saw newer: a rollback.
-    serve_copy(&older, &served)?;
-    n.exec("crustctl update check")?;
-    wait_status(
-        &n,
-        "the replayed metadata refused",
-        Duration::from_secs(120),
-        |s| error_of(s).contains("rollback"),
-    )?;
+    refused(&older, "the replayed metadata refused", "rollback")?;
     untouched(&n)?;
     Ok(())
 }
