@@ -348,7 +348,11 @@ impl Cluster {
                     daemonize: mode == LaunchMode::Daemon,
                     cluster_nic,
                     mgmt,
-                    config_args: config::qemu_args(&paths, file.delivery, file.user_data),
+                    config_args: {
+                        let mut a = config::qemu_args(&paths, file.delivery, file.user_data);
+                        a.extend(["-uuid".to_string(), config::node_uuid(cluster, name)]);
+                        a
+                    },
                 });
                 let access = ports.map(|p| crate::node::SshAccess {
                     ssh: file.ssh.clone(),

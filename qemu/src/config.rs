@@ -74,8 +74,10 @@ impl MetaData {
     }
 }
 
-/// A stable uuid per cluster and node (name-based, so a restarted node keeps it).
-fn node_uuid(cluster: &str, node: &str) -> String {
+/// A stable uuid per cluster and node (name-based, so a restarted node keeps it). It is both the
+/// metadata's `uuid` and the machine's SMBIOS system UUID (`-uuid`), as on OpenStack, so the
+/// guest's machine id (taken from the system UUID on first boot) is stable and distinct.
+pub fn node_uuid(cluster: &str, node: &str) -> String {
     use sha2::Digest;
     let h = sha2::Sha256::digest(format!("crust-cluster/{cluster}/{node}").as_bytes());
     let mut b = [0u8; 16];

@@ -1,7 +1,8 @@
 //! What the first boot makes and what must survive later boots: a `#!` user-data script runs
 //! once (a reboot with the same user data does not run it again), the SSH host keys made on
 //! first boot are kept on ROOT, the SSH server offers public-key logins only (no passwords, no
-//! root), `crustctl cloud-config validate` in the guest reports errors with line numbers, and
+//! root), `crustctl cloud-config validate` in the guest reports errors with line numbers, the
+//! machine id comes from the system UUID and is kept, and
 //! the boot target and network-online.target are units that are reached.
 
 use anyhow::{Context, Result};
@@ -85,6 +86,14 @@ fn script_runs_once_host_keys_persist_and_only_keys_log_in() -> Result<()> {
         );
     }
 
+    // The machine id was made on first boot from the system UUID QEMU was given (the metadata
+    // uuid), as systemd does in VMs.
+    let machine_id = n.sh("cat /etc/machine-id")?.trim().to_string();
+    assert_eq!(
+        machine_id,
+        crust_qemu::config::node_uuid("e2e", n.name()).replace('-', "")
+    );
+
     let keys = host_keys(port)?;
     assert_eq!(keys.len(), 2, "an ed25519 and an ecdsa host key: {keys:?}");
     // Public keys log in as core; passwords are not offered at all; root cannot log in.
@@ -134,6 +143,7 @@ fn script_runs_once_host_keys_persist_and_only_keys_log_in() -> Result<()> {
     n.reboot_and_wait()?;
     assert_eq!(n.sh("cat /var/lib/script-runs")?, "run by root\n");
     assert_eq!(host_keys(port)?, keys, "host keys changed across a reboot");
+    assert_eq!(n.sh("cat /etc/machine-id")?.trim(), machine_id);
     assert!(try_login(port, "core", &["-i", &key])?.0);
     Ok(())
 }

@@ -133,6 +133,14 @@ impl<'k> Init<'k> {
         if let Err(e) = link_os_release(Path::new("/etc")) {
             console::error(&format!("linking /etc/os-release failed: {e}"));
         }
+        match ensure_machine_id(
+            Path::new("/etc/machine-id"),
+            &fs::read_to_string("/sys/class/dmi/id/product_uuid").unwrap_or_default(),
+        ) {
+            Ok(Some(id)) => console::info(&format!("machine id {id} (first boot)")),
+            Ok(None) => {}
+            Err(e) => console::error(&format!("writing /etc/machine-id failed: {e}")),
+        }
         let hostname = read_hostname(Path::new("/etc/hostname"));
         if let Err(e) = nix::unistd::sethostname(&hostname) {
             console::error(&format!("setting the hostname to {hostname} failed: {e}"));
@@ -1080,6 +1088,48 @@ pub fn populate_etc(defaults: &Path, etc: &Path) -> io::Result<usize> {
     Ok(made)
 }
 
+/// A machine id from the firmware's system UUID (what a VM's hypervisor sets, e.g. QEMU `-uuid`),
+/// as systemd-machine-id-setup takes it in VMs; None when it is missing or a placeholder (all
+/// zeros or all ones), and the caller picks a random one.
+pub fn machine_id_from_uuid(product_uuid: &str) -> Option<String> {
+    let hex: String = product_uuid
+        .trim()
+        .chars()
+        .filter(|c| *c != '-')
+        .collect::<String>()
+        .to_ascii_lowercase();
+    let valid = hex.len() == 32 && hex.chars().all(|c| c.is_ascii_hexdigit());
+    let placeholder = hex.chars().all(|c| c == '0') || hex.chars().all(|c| c == 'f');
+    (valid && !placeholder).then_some(hex)
+}
+
+/// Writes `/etc/machine-id` on first boot (missing, empty or `uninitialized`): from the system
+/// UUID when there is a real one, else 128 random bits. Returns the id when it wrote one.
+/// update-engine's rollout bucket, locksmith's lock holder and `%m` in units all read it.
+pub fn ensure_machine_id(path: &Path, product_uuid: &str) -> io::Result<Option<String>> {
+    let current = fs::read_to_string(path).unwrap_or_default();
+    let current = current.trim();
+    if current.len() == 32 && current.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Ok(None);
+    }
+    let id = match machine_id_from_uuid(product_uuid) {
+        Some(id) => id,
+        None => {
+            let mut b = [0u8; 16];
+            fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+            // A version 4 UUID's bits, as systemd makes them.
+            b[6] = (b[6] & 0x0f) | 0x40;
+            b[8] = (b[8] & 0x3f) | 0x80;
+            b.iter().map(|x| format!("{x:02x}")).collect()
+        }
+    };
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, format!("{id}\n"))?;
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o444))?;
+    fs::rename(&tmp, path)?;
+    Ok(Some(id))
+}
+
 /// `/etc/os-release -> ../usr/lib/os-release`, unless the user put something there.
 pub fn link_os_release(etc: &Path) -> io::Result<()> {
     let p = etc.join("os-release");
@@ -1329,6 +1379,39 @@ mod tests {
         let env: Vec<(String, String)> = u.environment.to_vec();
         assert!(env.contains(&("A".into(), "etc".into())), "{env:?}");
         assert!(env.contains(&("B".into(), "2".into())), "{env:?}");
+    }
+
+    #[test]
+    fn machine_id_comes_from_the_system_uuid_or_chance_once() {
+        assert_eq!(
+            machine_id_from_uuid("5A0F3C2E-1B2D-4E5F-8A9B-0C1D2E3F4A5B\n").as_deref(),
+            Some("5a0f3c2e1b2d4e5f8a9b0c1d2e3f4a5b")
+        );
+        assert_eq!(
+            machine_id_from_uuid("00000000-0000-0000-0000-000000000000"),
+            None
+        );
+        assert_eq!(
+            machine_id_from_uuid("FFFFFFFF-FFFF-FFFF-FFFF-FFFFFFFFFFFF"),
+            None
+        );
+        assert_eq!(machine_id_from_uuid("not a uuid"), None);
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("machine-id");
+        let from_uuid = ensure_machine_id(&p, "5a0f3c2e-1b2d-4e5f-8a9b-0c1d2e3f4a5b").unwrap();
+        assert_eq!(
+            from_uuid.as_deref(),
+            Some("5a0f3c2e1b2d4e5f8a9b0c1d2e3f4a5b")
+        );
+        assert_eq!(
+            ensure_machine_id(&p, "11111111-2222-3333-4444-555555555555").unwrap(),
+            None,
+            "kept once written"
+        );
+        fs::write(&p, "uninitialized\n").unwrap();
+        let random = ensure_machine_id(&p, "").unwrap().unwrap();
+        assert_eq!(random.len(), 32);
+        assert_eq!(fs::read_to_string(&p).unwrap(), format!("{random}\n"));
     }
 
     #[test]
