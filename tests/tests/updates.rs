@@ -502,3 +502,187 @@ fn a_power_cut_while_writing_the_slot_boots_the_old_one_and_the_update_completes
     assert_eq!(running(&n)?, ("1.0.1".into(), "b".into()));
     Ok(())
 }
+
+/// The cloud-config of a 3-node cluster: etcd2 (crust kv) bootstrapped through the host's
+/// discovery URL, update.conf with the etcd-lock strategy (locksmith's semaphore, one holder).
+fn cluster_config() -> Result<String> {
+    let text = r#"#cloud-config
+write_files:
+  - path: /etc/coreos/update.conf
+    content: |
+      GROUP=alpha
+      SERVER=http://10.0.2.100:GUEST_PORT
+      REBOOT_STRATEGY=etcd-lock
+      CRUST_UPDATE_FIRST_CHECK_SECS=2
+      CRUST_UPDATE_JITTER_SECS=0
+      CRUST_UPDATE_INTERVAL_SECS=60
+      CRUST_UPDATE_BACKOFF_SECS=5
+      CRUST_BOOT_HEALTHY_SECS=5
+      CRUST_BOOT_DEADLINE_SECS=120
+coreos:
+  etcd2:
+    discovery: $discovery
+    advertise-client-urls: http://$private_ipv4:2379
+    initial-advertise-peer-urls: http://$private_ipv4:2380
+    listen-client-urls: http://0.0.0.0:2379
+    listen-peer-urls: http://$private_ipv4:2380
+  units:
+    - name: etcd2.service
+      command: start
+"#
+    .replace("GUEST_PORT", &GUEST_PORT.to_string());
+    crust_common::cloudconfig::parse(&text)
+        .map_err(|e| anyhow!("the test's own cloud-config is invalid: {e}"))?;
+    Ok(text)
+}
+
+/// `(reboots started, ready lines)` on a node's console so far.
+fn boot_marks(console: &Path) -> (usize, usize) {
+    let log = std::fs::read(console)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    (
+        log.matches("reboot: Restarting system").count(),
+        log.matches("CRUST-READY").count(),
+    )
+}
+
+/// PUT `key=value` through the first node (from `start`) whose forwarded kv port takes it.
+fn kv_put(ports: &[u16], start: usize, key: &str, value: &str) -> bool {
+    (0..ports.len()).any(|k| {
+        let port = ports[(start + k) % ports.len()];
+        let Ok(url) =
+            crust_common::http::Url::parse(&format!("http://127.0.0.1:{port}/v2/keys/{key}"))
+        else {
+            return false;
+        };
+        crust_common::http::request("PUT", &url, None, Some(&format!("value={value}")))
+            .is_ok_and(|r| r.status == 200 || r.status == 201)
+    })
+}
+
+#[test]
+#[ignore = "needs the replicated kv (etcd2.service, issue 5) in the image"]
+fn a_cluster_updates_one_node_at_a_time_under_etcd_lock_with_kv_up() -> Result<()> {
+    use std::sync::atomic::{AtomicBool, AtomicUsize};
+    use std::sync::Mutex;
+    let r = releases()?;
+    let repo = r.repo("rollout")?;
+    let served = r.repo("rollout-served")?;
+    let server = crust::serve::start(&served, "127.0.0.1:0".parse()?)?;
+    let c = Cluster::of(3)
+        .image(r.v1.join("crust.img"))
+        .user_data(&cluster_config()?)
+        .discovery()
+        .guestfwd(GUEST_PORT, server.addr.port())
+        .start()?;
+    let ports: Vec<u16> = c.inner().config().ports.iter().map(|p| p.kv).collect();
+    // kv is up on all three before the release appears.
+    let t = Instant::now();
+    loop {
+        let health = c.node(0).exec("crustctl kv cluster-health")?;
+        if health.status == 0 && health.stdout.matches("is healthy").count() >= 3 {
+            break;
+        }
+        if t.elapsed() > Duration::from_secs(180) {
+            bail!("the kv cluster did not become healthy: {health:?}");
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+
+    // Writes through the forwarded kv ports all along, and a watch on who is rebooting.
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Vec::<usize>::new()));
+    let lost = Arc::new(Mutex::new(Vec::<usize>::new()));
+    let writer = {
+        let (stop, acked, lost, ports) = (stop.clone(), acked.clone(), lost.clone(), ports.clone());
+        std::thread::spawn(move || {
+            let mut i = 0usize;
+            while !stop.load(Ordering::SeqCst) {
+                let t = Instant::now();
+                let mut ok = false;
+                while !ok && t.elapsed() < Duration::from_secs(20) {
+                    ok = kv_put(&ports, i, &format!("rollout/{i}"), &i.to_string());
+                    if !ok {
+                        std::thread::sleep(Duration::from_millis(300));
+                    }
+                }
+                if ok {
+                    acked.lock().map(|mut a| a.push(i)).ok()
+                } else {
+                    lost.lock().map(|mut l| l.push(i)).ok()
+                };
+                i += 1;
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        })
+    };
+    let consoles: Vec<PathBuf> = (0..3).map(|i| c.node(i).inner().console_log()).collect();
+    let most_down = Arc::new(AtomicUsize::new(0));
+    let watcher = {
+        let (stop, most_down, consoles) = (stop.clone(), most_down.clone(), consoles.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                let down = consoles
+                    .iter()
+                    .map(|p| boot_marks(p))
+                    .filter(|(reboots, readies)| reboots >= readies)
+                    .count();
+                most_down.fetch_max(down, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        })
+    };
+
+    r.publish(&repo, &r.v2, None)?;
+    serve_copy(&repo, &served)?;
+    let t = Instant::now();
+    for i in 0..3 {
+        let left = Duration::from_secs(1200).saturating_sub(t.elapsed());
+        let ready = c.node(i).inner().wait_ready(2, left)?;
+        assert_eq!(ready.version, "1.0.1", "node{i}");
+    }
+    // The last node releases the lock once its boot is judged healthy.
+    let lock_free = || -> Result<bool> {
+        let out = c
+            .node(0)
+            .exec("crustctl kv get /coreos.com/updateengine/rebootlock/semaphore")?;
+        Ok(out.stdout.contains("\"holders\":[]") || out.stdout.contains("\"holders\":null"))
+    };
+    let t = Instant::now();
+    while !lock_free()? {
+        if t.elapsed() > Duration::from_secs(120) {
+            bail!("the reboot lock was never released");
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    stop.store(true, Ordering::SeqCst);
+    let _ = writer.join();
+    let _ = watcher.join();
+
+    assert_eq!(
+        most_down.load(Ordering::SeqCst),
+        1,
+        "never more than one node rebooting at once"
+    );
+    for (i, p) in consoles.iter().enumerate() {
+        assert_eq!(boot_marks(p), (1, 2), "node{i} rebooted exactly once");
+    }
+    let lost = lost.lock().map(|l| l.clone()).unwrap_or_default();
+    assert!(
+        lost.is_empty(),
+        "writes no node accepted for 20 s: {lost:?}"
+    );
+    // Every acknowledged write is there, read linearizably.
+    let acked = acked.lock().map(|a| a.clone()).unwrap_or_default();
+    assert!(
+        acked.len() > 20,
+        "the writer ran all along: {} writes",
+        acked.len()
+    );
+    for i in acked {
+        let out = c.node(1).sh(&format!("crustctl kv get /rollout/{i}"))?;
+        assert_eq!(out.trim(), i.to_string(), "acknowledged write {i} lost");
+    }
+    Ok(())
+}
