@@ -52,10 +52,12 @@ fn etcd() -> Option<Flavor> {
     }
 }
 
+/// This test's own crust-agent, or `CRUST_AGENT_BIN` (e.g. a static image build).
 fn crust() -> Option<Flavor> {
-    let flavor = Flavor::Crust {
-        agent: PathBuf::from(env!("CARGO_BIN_EXE_crust-agent")),
-    };
+    let agent = std::env::var_os("CRUST_AGENT_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_crust-agent")));
+    let flavor = Flavor::Crust { agent };
     match flavor.available() {
         Ok(()) => Some(flavor),
         Err(why) => {
@@ -137,13 +139,35 @@ fn local_value(c: &Cluster, member: usize, key: &str) -> Option<String> {
     v["node"]["value"].as_str().map(str::to_string)
 }
 
+/// A quorum read through `member`: the value, or `None` when the key does not exist. Retries
+/// answers that say nothing (timeouts, no leader yet) for up to 20 s, then panics with the
+/// last one, so that "no answer" is never mistaken for "not there".
 fn quorum_value(c: &Cluster, member: usize, key: &str) -> Option<String> {
-    let r = c
-        .conn(member, Duration::from_secs(10))
-        .request("GET", &format!("/v2/keys{key}?quorum=true"), None)
-        .ok()?;
-    let v: serde_json::Value = serde_json::from_str(&r.body).ok()?;
-    v["node"]["value"].as_str().map(str::to_string)
+    let start = Instant::now();
+    let mut conn = c.conn(member, Duration::from_secs(5));
+    loop {
+        let last = match conn.request("GET", &format!("/v2/keys{key}?quorum=true"), None) {
+            Ok(r) if r.status == 200 || r.status == 404 => {
+                let v: serde_json::Value = serde_json::from_str(&r.body).unwrap_or_default();
+                if r.status == 200 {
+                    return v["node"]["value"].as_str().map(str::to_string);
+                }
+                if v["errorCode"].as_u64() == Some(100) {
+                    return None;
+                }
+                format!("{} {}", r.status, r.body)
+            }
+            Ok(r) => format!("{} {}", r.status, r.body),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "quorum read of {key} through {}: {last}\n{}",
+            c.name(member),
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Writes `key=value` through any member until one acknowledges it.

@@ -163,6 +163,9 @@ fn client(c: usize, addrs: &[SocketAddr], w: &Workload, rec: &Recorder, stop: &A
         if matches!(outcome, None | Some(Outcome::Unknown)) {
             member = (member + 1) % addrs.len();
             conn = Conn::new(addrs[member], w.timeout);
+            // Back off as a real client would: a member that fails fast would otherwise fill
+            // the history with unknown operations.
+            std::thread::sleep(w.pause * 5);
         }
         if let Some(outcome) = outcome {
             rec.push(Entry {

@@ -130,11 +130,13 @@ impl Net {
     }
 
     /// Which member's process holds the socket from local port `port` to local port `to`.
-    fn owner_of(&self, port: u16, to: u16) -> Option<usize> {
-        let inode = socket_inode(port, to)?;
+    fn caller(&self, port: u16, to: u16) -> Caller {
+        let Some(inode) = socket_inode(port, to) else {
+            return Caller::Gone;
+        };
         let target = format!("socket:[{inode}]");
         let pids = self.lock().pids.clone();
-        pids.iter().enumerate().find_map(|(i, pid)| {
+        let member = pids.iter().enumerate().find_map(|(i, pid)| {
             let dir = std::fs::read_dir(format!("/proc/{}/fd", (*pid)?)).ok()?;
             dir.flatten()
                 .any(|fd| {
@@ -143,13 +145,30 @@ impl Net {
                         .unwrap_or(false)
                 })
                 .then_some(i)
-        })
+        });
+        match member {
+            Some(m) => Caller::Member(m),
+            // Closed while we looked (a caller that timed out): not a stranger.
+            None if socket_inode(port, to) != Some(inode) => Caller::Gone,
+            None => Caller::Stranger,
+        }
     }
+}
+
+/// Who holds the calling end of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Caller {
+    Member(usize),
+    /// A live socket that no member process holds.
+    Stranger,
+    /// The caller already closed its end (it gave up waiting): nothing to forward.
+    Gone,
 }
 
 /// The inode of the TCP socket from local port `port` to remote port `to` (IPv4 or
 /// IPv4-mapped IPv6). Both ports count: Linux gives the same ephemeral port to connections
-/// towards different destinations.
+/// towards different destinations. `None` when there is no such socket or it is orphaned
+/// (closed by its process, inode 0).
 fn socket_inode(port: u16, to: u16) -> Option<u64> {
     let want = format!(":{port:04X}");
     let want_to = format!(":{to:04X}");
@@ -158,6 +177,10 @@ fn socket_inode(port: u16, to: u16) -> Option<u64> {
             continue;
         };
         for line in text.lines().skip(1) {
+            // Cheap test first: the table can hold thousands of closed connections.
+            if !line.contains(&want) {
+                continue;
+            }
             let f: Vec<&str> = line.split_whitespace().collect();
             if f.len() > 9 && f[1].ends_with(&want) && f[2].ends_with(&want_to) {
                 if let Ok(inode) = f[9].parse::<u64>() {
@@ -201,7 +224,9 @@ impl Proxy {
                         break;
                     }
                     let Ok(conn) = conn else { continue };
-                    accept(conn, member, target, &net, peer);
+                    // Looking the caller up takes a moment: never hold up the next caller.
+                    let net = net.clone();
+                    std::thread::spawn(move || accept(conn, member, target, &net, peer));
                 }
             })?;
         Ok(Proxy {
@@ -229,16 +254,23 @@ impl Drop for Proxy {
 
 fn accept(conn: TcpStream, member: usize, target: SocketAddr, net: &Arc<Net>, peer: bool) {
     let caller = match (conn.peer_addr(), conn.local_addr()) {
-        (Ok(from), Ok(to)) => net.owner_of(from.port(), to.port()),
-        _ => None,
+        (Ok(from), Ok(to)) => net.caller(from.port(), to.port()),
+        _ => Caller::Gone,
     };
-    if caller.is_none() && peer {
-        eprintln!(
-            "testkit: a peer connection to member {member} from {:?} is from no member process",
-            conn.peer_addr()
-        );
-        net.lock().unidentified += 1;
-    }
+    let caller = match caller {
+        Caller::Gone => return,
+        Caller::Stranger => {
+            if peer {
+                eprintln!(
+                    "testkit: a peer connection to member {member} from {:?} is from no member process",
+                    conn.peer_addr()
+                );
+                net.lock().unidentified += 1;
+            }
+            None
+        }
+        Caller::Member(m) => Some(m),
+    };
     if caller.is_some_and(|c| net.is_blocked(c, member)) {
         // Dropped at once: the caller sees the connection close, as after a cut cable.
         return;
