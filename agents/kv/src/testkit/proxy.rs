@@ -314,3 +314,81 @@ fn pump(mut from: TcpStream, mut to: TcpStream) {
     from.shutdown(Shutdown::Both).ok();
     to.shutdown(Shutdown::Both).ok();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::time::Duration;
+
+    #[test]
+    fn partitions_block_pairs_across_groups_only() {
+        let net = Net::new(5);
+        net.partition(&[&[0, 1], &[2, 3]]);
+        assert!(net.is_blocked(0, 2) && net.is_blocked(3, 1));
+        assert!(!net.is_blocked(0, 1) && !net.is_blocked(2, 3));
+        // Member 4 is in no group and keeps every link.
+        assert!(!net.is_blocked(4, 0) && !net.is_blocked(2, 4));
+        assert!(!net.is_isolated(0));
+        net.partition(&[&[4], &[0, 1, 2, 3]]);
+        assert!(net.is_isolated(4));
+        net.heal();
+        assert!(!net.is_blocked(0, 2) && !net.is_isolated(4));
+    }
+
+    /// An echo server standing in for member 1's peer port.
+    fn echo() -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for c in l.incoming().flatten() {
+                std::thread::spawn(move || {
+                    let mut r = c.try_clone().unwrap();
+                    let mut w = c;
+                    let _ = std::io::copy(&mut r, &mut w);
+                });
+            }
+        });
+        addr
+    }
+
+    fn roundtrip(s: &mut TcpStream) -> bool {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 4];
+        s.write_all(b"ping").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"ping"
+    }
+
+    #[test]
+    fn a_cut_refuses_new_connections_and_closes_open_ones_and_heal_restores() {
+        // This test process plays member 0: the proxy traces its sockets to it.
+        let net = Arc::new(Net::new(2));
+        net.set_pid(0, Some(std::process::id()));
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let proxy = Proxy::start(l, 1, echo(), net.clone(), true).unwrap();
+        let mut open = TcpStream::connect(proxy.addr()).unwrap();
+        assert!(roundtrip(&mut open));
+
+        net.partition(&[&[0], &[1]]);
+        // The established connection is closed...
+        assert!(!roundtrip(&mut open));
+        // ... and a new one is closed at once.
+        let mut fresh = TcpStream::connect(proxy.addr()).unwrap();
+        assert!(!roundtrip(&mut fresh));
+
+        net.heal();
+        let mut again = TcpStream::connect(proxy.addr()).unwrap();
+        assert!(roundtrip(&mut again));
+        assert_eq!(net.unidentified(), 0);
+    }
+
+    #[test]
+    fn callers_that_are_no_member_pass_and_are_counted() {
+        let net = Arc::new(Net::new(2));
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let proxy = Proxy::start(l, 1, echo(), net.clone(), true).unwrap();
+        net.partition(&[&[0], &[1]]);
+        let mut s = TcpStream::connect(proxy.addr()).unwrap();
+        assert!(roundtrip(&mut s));
+        assert_eq!(net.unidentified(), 1);
+    }
+}
