@@ -4,9 +4,7 @@
 use std::path::Path;
 
 /// Agents that have names but are not in this build yet.
-const NOT_YET: &[&str] = &[
-    "kv", "etcd2", "fleet", "fleetctl", "flannel", "flanneld", "runtime",
-];
+const NOT_YET: &[&str] = &["fleet", "fleetctl", "flannel", "flanneld", "runtime"];
 
 fn main() {
     let argv: Vec<String> = std::env::args().collect();
@@ -27,7 +25,7 @@ fn dispatch(argv: &[String]) -> i32 {
         "crust-agent" => match argv.get(1) {
             Some(agent) => run_agent(agent, &argv[1..]),
             None => {
-                eprintln!("usage: crust-agent AGENT [ARGS...]   (agents: init, crustctl)");
+                eprintln!("usage: crust-agent AGENT [ARGS...]   (agents: init, crustctl, kv)");
                 2
             }
         },
@@ -39,6 +37,8 @@ fn dispatch(argv: &[String]) -> i32 {
 fn run_agent(name: &str, argv: &[String]) -> i32 {
     match name {
         "init" => crust_init::run(argv),
+        // etcd's names too, so units and scripts written for etcd2 run it unchanged.
+        "kv" | "etcd2" | "etcd" => crust_kv::server::main(argv),
         // `crustctl update ...` belongs to update-engine; everything else to init's crustctl.
         "crustctl" if argv.get(1).map(String::as_str) == Some("update") => {
             crust_update_engine::ctl::run(&argv[2..])
@@ -64,7 +64,7 @@ fn run_agent(name: &str, argv: &[String]) -> i32 {
             2
         }
         n => {
-            eprintln!("crust-agent: unknown agent {n:?} (agents: init, crustctl)");
+            eprintln!("crust-agent: unknown agent {n:?} (agents: init, crustctl, kv)");
             2
         }
     }
@@ -109,7 +109,10 @@ mod tests {
     fn dispatches_on_the_called_name() {
         // Agents not in this build say so and exit 2, by symlink name or as a subcommand.
         assert_eq!(dispatch(&argv(&["/usr/bin/fleet", "list-units"])), 2);
-        assert_eq!(dispatch(&argv(&["crust-agent", "kv"])), 2);
+        assert_eq!(dispatch(&argv(&["crust-agent", "fleet"])), 2);
+        // kv parses etcd's flags: an unknown one is a usage error before anything starts.
+        assert_eq!(dispatch(&argv(&["crust-agent", "kv", "--frobnicate"])), 2);
+        assert_eq!(dispatch(&argv(&["/usr/bin/etcd2", "--frobnicate"])), 2);
         // update-engine refuses to run on a system not booted from a crust USR slot.
         if !std::fs::read_to_string("/proc/cmdline")
             .unwrap_or_default()

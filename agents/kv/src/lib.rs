@@ -13,9 +13,13 @@
 pub mod api;
 pub mod backend;
 pub mod client;
+pub mod config;
 pub mod ctl;
+pub mod discovery;
 pub mod linearizability;
 pub mod local;
+pub mod raft;
+pub mod server;
 pub mod store;
 #[cfg(feature = "testkit")]
 pub mod testkit;

@@ -1,0 +1,389 @@
+//! [`RaftBackend`]: the [`Backend`] the client API runs on, over an openraft node.
+//!
+//! Any member accepts any request: a follower hands proposals, read barriers and membership
+//! changes to the leader over the peer API ([`Forward`]) and then waits until it has applied
+//! the leader's answer index itself, so a client reading from the member it wrote to sees its
+//! write.
+
+use super::network::{Forward, ForwardOk, LogLimiter, PeerClient, WireError};
+use super::types::{member_id, token_hash, Cmd, Node, Raft};
+use crate::backend::{Backend, BackendError, BoxFuture, Member};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::ChangeMembers;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct RaftBackend {
+    raft: Raft,
+    id: u64,
+    cluster_id: u64,
+    token: String,
+    name: String,
+    client: Arc<PeerClient>,
+    /// How long a proposal may take before the client gets a timeout.
+    timeout: Duration,
+    /// Set when the leader tells this member it was removed from the cluster.
+    removed: tokio::sync::watch::Sender<bool>,
+}
+
+/// Why something could not be done on this member.
+enum Local {
+    /// Not the leader: the leader's record when one is known.
+    NotLeader(Option<Node>),
+    Failed(BackendError),
+}
+
+impl From<BackendError> for Local {
+    fn from(e: BackendError) -> Self {
+        Local::Failed(e)
+    }
+}
+
+fn fatal(e: impl std::fmt::Display) -> Local {
+    Local::Failed(BackendError::Other(format!("raft stopped: {e}")))
+}
+
+fn write_err(e: RaftError<u64, ClientWriteError<u64, Node>>) -> Local {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+            Local::NotLeader(f.leader_node)
+        }
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => {
+            Local::Failed(BackendError::Membership(c.to_string()))
+        }
+        RaftError::Fatal(f) => fatal(f),
+    }
+}
+
+impl RaftBackend {
+    pub fn new(
+        raft: Raft,
+        id: u64,
+        cluster_id: u64,
+        token: &str,
+        name: &str,
+        client: Arc<PeerClient>,
+        timeout: Duration,
+    ) -> RaftBackend {
+        RaftBackend {
+            raft,
+            id,
+            cluster_id,
+            token: token.to_string(),
+            name: name.to_string(),
+            client,
+            timeout,
+            removed: tokio::sync::watch::channel(false).0,
+        }
+    }
+
+    /// Becomes true when the leader says this member was removed (a removed member no longer
+    /// receives the log, so it would not see its removal otherwise).
+    pub fn removed(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.removed.subscribe()
+    }
+
+    /// The peer API got a removal notice for `id`.
+    pub fn removal_notice(&self, id: u64) {
+        if id == self.id {
+            self.removed.send_replace(true);
+        }
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn limiter(&self) -> &LogLimiter {
+        &self.client.limiter
+    }
+
+    pub fn token_hash(&self) -> u64 {
+        token_hash(&self.token)
+    }
+
+    fn node(&self, id: u64) -> Option<Node> {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .cloned()
+    }
+
+    async fn wait_applied(&self, index: u64) -> Result<(), BackendError> {
+        self.raft
+            .wait(Some(self.timeout))
+            .applied_index_at_least(Some(index), "apply the leader's index")
+            .await
+            .map(|_| ())
+            .map_err(|e| BackendError::Timeout(format!("not applied here in time: {e}")))
+    }
+
+    /// Runs `f` here, or on the leader when this member is not the leader.
+    pub async fn run(&self, f: Forward) -> Result<ForwardOk, BackendError> {
+        let first = tokio::time::timeout(self.timeout, self.local(f.clone()))
+            .await
+            .map_err(|_| BackendError::Timeout("the proposal was not committed in time".into()))?;
+        let leader = match first {
+            Ok(ok) => return Ok(ok),
+            Err(Local::Failed(e)) => return Err(e),
+            Err(Local::NotLeader(None)) => {
+                return Err(BackendError::NoLeader(
+                    "no leader elected yet (election in progress or no quorum)".into(),
+                ))
+            }
+            Err(Local::NotLeader(Some(n))) => n,
+        };
+        let url = leader.peer_urls.first().cloned().unwrap_or_default();
+        let r: Result<ForwardOk, WireError> = self
+            .client
+            .post(&url, "/raft/forward", &f, self.timeout)
+            .await
+            .map_err(|e| match e {
+                super::network::PeerError::Timeout { .. } => {
+                    BackendError::Timeout(format!("leader did not answer: {e}"))
+                }
+                e => BackendError::NoLeader(format!("leader unreachable: {e}")),
+            })?;
+        let ok = r.map_err(BackendError::from)?;
+        self.wait_applied(ok.index()).await?;
+        Ok(ok)
+    }
+
+    /// What the peer API runs for a follower: only the leader does it.
+    pub async fn execute_local(&self, f: Forward) -> Result<ForwardOk, BackendError> {
+        match self.local(f).await {
+            Ok(ok) => Ok(ok),
+            Err(Local::Failed(e)) => Err(e),
+            Err(Local::NotLeader(_)) => Err(BackendError::NoLeader(format!(
+                "member {:x} is no longer the leader",
+                self.id
+            ))),
+        }
+    }
+
+    async fn local(&self, f: Forward) -> Result<ForwardOk, Local> {
+        match f {
+            Forward::Propose(cmd) => {
+                let r = self.raft.client_write(Cmd(cmd)).await.map_err(write_err)?;
+                Ok(ForwardOk::Answer(r.data.0, r.log_id.index))
+            }
+            Forward::ReadIndex => match self.raft.ensure_linearizable().await {
+                Ok(l) => Ok(ForwardOk::ReadIndex(l.map(|l| l.index).unwrap_or(0))),
+                Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                    Err(Local::NotLeader(f.leader_node))
+                }
+                Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q))) => {
+                    Err(Local::Failed(BackendError::Timeout(format!(
+                        "no quorum confirms the leader: {q}"
+                    ))))
+                }
+                Err(RaftError::Fatal(f)) => Err(fatal(f)),
+            },
+            Forward::AddMember { peer_urls } => {
+                let members = self.members();
+                for u in &peer_urls {
+                    if let Some(m) = members.iter().find(|m| m.peer_urls.contains(u)) {
+                        return Err(BackendError::Membership(format!(
+                            "peer URL {u} exists (member {:x})",
+                            m.id
+                        ))
+                        .into());
+                    }
+                }
+                let id = member_id(&peer_urls, &self.token);
+                let node = Node {
+                    name: String::new(),
+                    peer_urls: peer_urls.clone(),
+                    client_urls: Vec::new(),
+                };
+                self.raft
+                    .add_learner(id, node, false)
+                    .await
+                    .map_err(write_err)?;
+                let index = self
+                    .change(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+                    .await?;
+                Ok(ForwardOk::Member(
+                    Member {
+                        id,
+                        name: String::new(),
+                        peer_urls,
+                        client_urls: Vec::new(),
+                    },
+                    index,
+                ))
+            }
+            Forward::RemoveMember { id } => {
+                let voter = self
+                    .raft
+                    .metrics()
+                    .borrow()
+                    .membership_config
+                    .voter_ids()
+                    .any(|v| v == id);
+                let change = if voter {
+                    ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+                } else {
+                    ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+                };
+                let node = self.node(id);
+                let index = self.change(change, false).await?;
+                if let (Some(n), true) = (node, id != self.id) {
+                    let client = self.client.clone();
+                    tokio::spawn(async move {
+                        let url = n.peer_urls.first().cloned().unwrap_or_default();
+                        let _: Result<(), _> = client
+                            .post(&url, "/raft/removed", &id, Duration::from_secs(5))
+                            .await;
+                    });
+                }
+                Ok(ForwardOk::Done(index))
+            }
+            Forward::UpdateMember { id, peer_urls } => {
+                let mut node = self
+                    .node(id)
+                    .ok_or_else(|| BackendError::Membership(format!("no member {id:x}")))?;
+                node.peer_urls = peer_urls;
+                let index = self
+                    .change(ChangeMembers::SetNodes(BTreeMap::from([(id, node)])), true)
+                    .await?;
+                Ok(ForwardOk::Done(index))
+            }
+            Forward::Publish {
+                id,
+                name,
+                client_urls,
+            } => {
+                let mut node = self
+                    .node(id)
+                    .ok_or_else(|| BackendError::Membership(format!("no member {id:x}")))?;
+                node.name = name;
+                node.client_urls = client_urls;
+                let index = self
+                    .change(ChangeMembers::SetNodes(BTreeMap::from([(id, node)])), true)
+                    .await?;
+                Ok(ForwardOk::Done(index))
+            }
+        }
+    }
+
+    /// A membership change, retried while another one is still in its joint phase.
+    async fn change(&self, c: ChangeMembers<u64, Node>, retain: bool) -> Result<u64, Local> {
+        let mut tries = 0;
+        loop {
+            match self.raft.change_membership(c.clone(), retain).await {
+                Ok(r) => return Ok(r.log_id.index),
+                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                    openraft::error::ChangeMembershipError::InProgress(_),
+                ))) if tries < 50 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(write_err(e)),
+            }
+        }
+    }
+
+    /// Announces this member's name and client URLs when the membership does not show them yet.
+    pub async fn publish(&self, name: &str, client_urls: &[String]) -> Result<(), BackendError> {
+        if let Some(n) = self.node(self.id) {
+            if n.name == name && n.client_urls == client_urls {
+                return Ok(());
+            }
+        }
+        self.run(Forward::Publish {
+            id: self.id,
+            name: name.to_string(),
+            client_urls: client_urls.to_vec(),
+        })
+        .await
+        .map(|_| ())
+    }
+}
+
+impl Backend for RaftBackend {
+    fn propose(&self, command: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>, BackendError>> {
+        Box::pin(async move {
+            let cmd = String::from_utf8(command)
+                .map_err(|_| BackendError::Other("commands are JSON text".into()))?;
+            match self.run(Forward::Propose(cmd)).await? {
+                ForwardOk::Answer(a, _) => Ok(a.into_bytes()),
+                other => Err(BackendError::Other(format!("unexpected answer {other:?}"))),
+            }
+        })
+    }
+
+    fn read_barrier(&self) -> BoxFuture<'_, Result<(), BackendError>> {
+        Box::pin(async move { self.run(Forward::ReadIndex).await.map(|_| ()) })
+    }
+
+    fn id(&self) -> u64 {
+        self.id
+    }
+
+    fn cluster_id(&self) -> u64 {
+        self.cluster_id
+    }
+
+    fn raft_term(&self) -> u64 {
+        self.raft.metrics().borrow().current_term
+    }
+
+    fn raft_index(&self) -> u64 {
+        self.raft
+            .metrics()
+            .borrow()
+            .last_applied
+            .map(|l| l.index)
+            .unwrap_or(0)
+    }
+
+    fn leader(&self) -> Option<u64> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    fn members(&self) -> Vec<Member> {
+        let m = self.raft.metrics().borrow().membership_config.clone();
+        m.nodes()
+            .map(|(id, n)| Member {
+                id: *id,
+                name: n.name.clone(),
+                peer_urls: n.peer_urls.clone(),
+                client_urls: n.client_urls.clone(),
+            })
+            .collect()
+    }
+
+    fn add_member(&self, peer_urls: Vec<String>) -> BoxFuture<'_, Result<Member, BackendError>> {
+        Box::pin(async move {
+            match self.run(Forward::AddMember { peer_urls }).await? {
+                ForwardOk::Member(m, _) => Ok(m),
+                other => Err(BackendError::Other(format!("unexpected answer {other:?}"))),
+            }
+        })
+    }
+
+    fn remove_member(&self, id: u64) -> BoxFuture<'_, Result<(), BackendError>> {
+        Box::pin(async move { self.run(Forward::RemoveMember { id }).await.map(|_| ()) })
+    }
+
+    fn update_member(
+        &self,
+        id: u64,
+        peer_urls: Vec<String>,
+    ) -> BoxFuture<'_, Result<(), BackendError>> {
+        Box::pin(async move {
+            self.run(Forward::UpdateMember { id, peer_urls })
+                .await
+                .map(|_| ())
+        })
+    }
+}
