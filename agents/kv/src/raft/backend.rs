@@ -169,7 +169,26 @@ impl RaftBackend {
         }
     }
 
+    /// A leader that has not heard from a quorum for an election timeout refuses new work at
+    /// once (etcd's leader steps down then); without this a partitioned leader would hold
+    /// every request until it times out.
+    fn check_quorum(&self) -> Result<(), Local> {
+        let m = self.raft.metrics().borrow().clone();
+        let stale = m.state == openraft::ServerState::Leader
+            && m.millis_since_quorum_ack
+                .is_some_and(|ms| ms > self.raft.config().election_timeout_min);
+        if stale {
+            return Err(Local::Failed(BackendError::NoLeader(format!(
+                "member {:x} leads but has not heard from a quorum for over {} ms",
+                self.id,
+                self.raft.config().election_timeout_min
+            ))));
+        }
+        Ok(())
+    }
+
     async fn local(&self, f: Forward) -> Result<ForwardOk, Local> {
+        self.check_quorum()?;
         match f {
             Forward::Propose(cmd) => {
                 let r = self.raft.client_write(Cmd(cmd)).await.map_err(write_err)?;

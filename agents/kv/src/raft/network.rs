@@ -171,7 +171,7 @@ pub struct PeerClient {
     /// This member's id and cluster id, sent with every request.
     pub member_id: u64,
     pub cluster_id: std::sync::atomic::AtomicU64,
-    pool: Mutex<HashMap<String, Vec<Sender>>>,
+    pool: Arc<Pool>,
     pub limiter: LogLimiter,
     pub name: String,
 }
@@ -181,7 +181,7 @@ impl PeerClient {
         PeerClient {
             member_id,
             cluster_id: std::sync::atomic::AtomicU64::new(cluster_id),
-            pool: Mutex::new(HashMap::new()),
+            pool: Arc::new(Mutex::new(HashMap::new())),
             limiter: LogLimiter::default(),
             name: name.to_string(),
         }
@@ -189,54 +189,6 @@ impl PeerClient {
 
     fn cluster_id(&self) -> u64 {
         self.cluster_id.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    async fn sender(&self, authority: &str, url: &str) -> Result<Sender, PeerError> {
-        loop {
-            let pooled = self
-                .pool
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get_mut(authority)
-                .and_then(Vec::pop);
-            match pooled {
-                Some(mut s) => {
-                    if s.is_closed() {
-                        continue;
-                    }
-                    if s.ready().await.is_ok() {
-                        return Ok(s);
-                    }
-                }
-                None => break,
-            }
-        }
-        let stream = tokio::net::TcpStream::connect(authority)
-            .await
-            .map_err(|e| PeerError::Connect {
-                url: url.to_string(),
-                why: e.to_string(),
-            })?;
-        let _ = stream.set_nodelay(true);
-        let (sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .map_err(|e| PeerError::Connect {
-                    url: url.to_string(),
-                    why: e.to_string(),
-                })?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        Ok(sender)
-    }
-
-    fn give_back(&self, authority: &str, s: Sender) {
-        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
-        let v = pool.entry(authority.to_string()).or_default();
-        if v.len() < 4 {
-            v.push(s);
-        }
     }
 
     /// Sends one request to `base` (a peer URL) and decodes a 200 answer as `R`.
@@ -255,51 +207,49 @@ impl PeerClient {
             why: format!("{e} (peer URLs are http://HOST:PORT)"),
         })?;
         let authority = format!("{}:{}", parsed.host, parsed.port);
-        let fut = async {
-            let mut sender = self.sender(&authority, &url).await?;
-            let mut req = hyper::Request::builder()
-                .method(method)
-                .uri(path)
-                .header("host", &authority)
-                .header("content-type", "application/json")
-                .header(CLUSTER_HEADER, format!("{:x}", self.cluster_id()))
-                .header(MEMBER_HEADER, format!("{:x}", self.member_id));
-            for (k, v) in extra {
-                req = req.header(*k, v);
-            }
-            let req = req
-                .body(Full::new(Bytes::from(body)))
-                .map_err(|e| PeerError::Connect {
-                    url: url.clone(),
-                    why: e.to_string(),
-                })?;
-            let resp = sender
-                .send_request(req)
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", &authority)
+            .header("content-type", "application/json")
+            .header(CLUSTER_HEADER, format!("{:x}", self.cluster_id()))
+            .header(MEMBER_HEADER, format!("{:x}", self.member_id));
+        for (k, v) in extra {
+            req = req.header(*k, v);
+        }
+        let req = req
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| PeerError::Connect {
+                url: url.clone(),
+                why: e.to_string(),
+            })?;
+        // The exchange runs in a task of its own: a caller that stops waiting (openraft's
+        // heartbeat timeouts are short) does not cut the connection mid-request, which would
+        // make members open a new connection for every late answer; the task finishes the
+        // exchange and puts the connection back in the pool.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (pool, auth, shown) = (self.pool.clone(), authority.clone(), url.clone());
+        tokio::spawn(async move {
+            let r = tokio::time::timeout(EXCHANGE_LIMIT, exchange(&pool, &auth, &shown, req))
                 .await
-                .map_err(|e| PeerError::Connect {
-                    url: url.clone(),
-                    why: e.to_string(),
-                })?;
-            let status = resp.status().as_u16();
-            let bytes = resp
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| PeerError::Connect {
-                    url: url.clone(),
-                    why: e.to_string(),
-                })?
-                .to_bytes();
-            self.give_back(&authority, sender);
-            Ok::<_, PeerError>((status, bytes))
-        };
-        let (status, bytes) =
-            tokio::time::timeout(timeout, fut)
-                .await
-                .map_err(|_| PeerError::Timeout {
-                    url: url.clone(),
-                    timeout,
-                })??;
+                .unwrap_or_else(|_| {
+                    Err(PeerError::Timeout {
+                        url: shown.clone(),
+                        timeout: EXCHANGE_LIMIT,
+                    })
+                });
+            let _ = tx.send(r);
+        });
+        let (status, bytes) = tokio::time::timeout(timeout, rx)
+            .await
+            .map_err(|_| PeerError::Timeout {
+                url: url.clone(),
+                timeout,
+            })?
+            .map_err(|_| PeerError::Connect {
+                url: url.clone(),
+                why: "request task ended".into(),
+            })??;
         match status {
             200 => serde_json::from_slice(&bytes).map_err(|e| PeerError::Decode {
                 url,
@@ -338,6 +288,76 @@ impl PeerClient {
         }
         r
     }
+}
+
+/// How long a request may take in the background after its caller stopped waiting.
+const EXCHANGE_LIMIT: Duration = Duration::from_secs(30);
+
+type Pool = Mutex<HashMap<String, Vec<Sender>>>;
+
+/// One request on a pooled (or new) keep-alive connection to `authority`.
+async fn exchange(
+    pool: &Pool,
+    authority: &str,
+    url: &str,
+    req: hyper::Request<Full<Bytes>>,
+) -> Result<(u16, Bytes), PeerError> {
+    let err = |e: &dyn std::fmt::Display| PeerError::Connect {
+        url: url.to_string(),
+        why: e.to_string(),
+    };
+    let mut sender = loop {
+        let pooled = pool
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(authority)
+            .and_then(Vec::pop);
+        match pooled {
+            Some(mut s) => {
+                if !s.is_closed() && s.ready().await.is_ok() {
+                    break s;
+                }
+            }
+            None => break connect(authority, url).await?,
+        }
+    };
+    let resp = sender.send_request(req).await.map_err(|e| err(&e))?;
+    let status = resp.status().as_u16();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| err(&e))?
+        .to_bytes();
+    give_back(pool, authority, sender);
+    Ok((status, bytes))
+}
+
+fn give_back(pool: &Pool, authority: &str, s: Sender) {
+    let mut pool = pool.lock().unwrap_or_else(|p| p.into_inner());
+    let v = pool.entry(authority.to_string()).or_default();
+    if v.len() < 8 {
+        v.push(s);
+    }
+}
+
+async fn connect(authority: &str, url: &str) -> Result<Sender, PeerError> {
+    let err = |e: &dyn std::fmt::Display| PeerError::Connect {
+        url: url.to_string(),
+        why: e.to_string(),
+    };
+    let stream = tokio::net::TcpStream::connect(authority)
+        .await
+        .map_err(|e| err(&e))?;
+    let _ = stream.set_nodelay(true);
+    let (sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| err(&e))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
 }
 
 /// openraft's network factory: one [`PeerConn`] per target member.
