@@ -472,6 +472,30 @@ pub async fn run(
             }
         }));
     }
+    {
+        // Leader changes in the journal, as etcd logs its elections.
+        let mut m = raft.metrics();
+        let name = cfg.name.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut last = None;
+            loop {
+                let (leader, term) = {
+                    let b = m.borrow();
+                    (b.current_leader, b.current_term)
+                };
+                if last != Some(leader) {
+                    match leader {
+                        Some(l) => eprintln!("kv {name}: leader is {l:x} at term {term}"),
+                        None => eprintln!("kv {name}: no leader at term {term}"),
+                    }
+                }
+                last = Some(leader);
+                if m.changed().await.is_err() {
+                    return;
+                }
+            }
+        }));
+    }
     eprintln!(
         "kv {}: member {id:x} of cluster {cid:x} serving clients on {:?}, peers on {:?}",
         cfg.name, client_addrs, peer_addrs

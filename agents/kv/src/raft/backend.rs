@@ -223,10 +223,8 @@ impl RaftBackend {
                     peer_urls: peer_urls.clone(),
                     client_urls: Vec::new(),
                 };
-                self.raft
-                    .add_learner(id, node, false)
-                    .await
-                    .map_err(write_err)?;
+                let raft = &self.raft;
+                retry_in_progress(|| raft.add_learner(id, node.clone(), false)).await?;
                 let index = self
                     .change(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
                     .await?;
@@ -296,19 +294,7 @@ impl RaftBackend {
 
     /// A membership change, retried while another one is still in its joint phase.
     async fn change(&self, c: ChangeMembers<u64, Node>, retain: bool) -> Result<u64, Local> {
-        let mut tries = 0;
-        loop {
-            match self.raft.change_membership(c.clone(), retain).await {
-                Ok(r) => return Ok(r.log_id.index),
-                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
-                    openraft::error::ChangeMembershipError::InProgress(_),
-                ))) if tries < 50 => {
-                    tries += 1;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(e) => return Err(write_err(e)),
-            }
-        }
+        retry_in_progress(|| self.raft.change_membership(c.clone(), retain)).await
     }
 
     /// Announces this member's name and client URLs when the membership does not show them yet.
@@ -325,6 +311,33 @@ impl RaftBackend {
         })
         .await
         .map(|_| ())
+    }
+}
+
+/// Runs a membership change, again while another one (a member publishing its client URLs,
+/// say) is still in its joint phase; returns the change's log index.
+async fn retry_in_progress<F, Fut>(f: F) -> Result<u64, Local>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<
+        Output = Result<
+            openraft::raft::ClientWriteResponse<super::types::TypeConfig>,
+            RaftError<u64, ClientWriteError<u64, Node>>,
+        >,
+    >,
+{
+    let mut tries = 0;
+    loop {
+        match f().await {
+            Ok(r) => return Ok(r.log_id.index),
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                openraft::error::ChangeMembershipError::InProgress(_),
+            ))) if tries < 50 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(write_err(e)),
+        }
     }
 }
 
