@@ -9,6 +9,8 @@
 //!   a clear status while the running system stays as it was.
 //! - A power cut while the inactive slot is being written: the node boots its old slot and later
 //!   completes the update.
+//! - Three nodes with etcd2 and REBOOT_STRATEGY=etcd-lock update one at a time while kv keeps
+//!   answering.
 
 use anyhow::{anyhow, bail, Context, Result};
 use crust::build::BuildArgs;
@@ -562,7 +564,6 @@ fn kv_put(ports: &[u16], start: usize, key: &str, value: &str) -> bool {
 }
 
 #[test]
-#[ignore = "needs the replicated kv (etcd2.service, issue 5) in the image"]
 fn a_cluster_updates_one_node_at_a_time_under_etcd_lock_with_kv_up() -> Result<()> {
     use std::sync::atomic::{AtomicBool, AtomicUsize};
     use std::sync::Mutex;
