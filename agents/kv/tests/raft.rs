@@ -364,6 +364,26 @@ fn member_add_then_remove() {
         Some("y")
     );
 
+    // PUT changes a member's peer URLs through the log (here to the same URL: the member keeps
+    // working); an unknown id is 404 before Raft is asked.
+    let (status, body) = http(
+        &c.specs[2].client_url(),
+        "PUT",
+        &format!("/v2/members/{id}"),
+        &format!("{{\"peerURLs\":[\"{}\"]}}", new.peer_url()),
+        "application/json",
+    );
+    assert_eq!(status, 204, "{body}");
+    let (status, _) = http(
+        &c.specs[2].client_url(),
+        "PUT",
+        "/v2/members/1234",
+        &format!("{{\"peerURLs\":[\"{}\"]}}", new.peer_url()),
+        "application/json",
+    );
+    assert_eq!(status, 404);
+    put(&c3, "/after-update", "z");
+
     let (status, body) = http(
         &c.specs[0].client_url(),
         "DELETE",
