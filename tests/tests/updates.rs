@@ -220,10 +220,15 @@ write_files:
       CRUST_BOOT_HEALTHY_SECS=5
       CRUST_BOOT_DEADLINE_SECS=45
 "#;
-    let text = config
-        .replace("GUEST_PORT", &GUEST_PORT.to_string())
-        .replace("STRATEGY", strategy);
-    // A typo here would only show on the guest's console; refuse it up front.
+    checked(
+        config
+            .replace("GUEST_PORT", &GUEST_PORT.to_string())
+            .replace("STRATEGY", strategy),
+    )
+}
+
+/// The document, once it parses: a typo here would only show on the guest's console.
+fn checked(text: String) -> Result<String> {
     crust_common::cloudconfig::parse(&text)
         .map_err(|e| anyhow!("the test's own cloud-config is invalid: {e}"))?;
     Ok(text)
@@ -533,9 +538,7 @@ coreos:
       command: start
 "#
     .replace("GUEST_PORT", &GUEST_PORT.to_string());
-    crust_common::cloudconfig::parse(&text)
-        .map_err(|e| anyhow!("the test's own cloud-config is invalid: {e}"))?;
-    Ok(text)
+    checked(text)
 }
 
 /// `(reboots started, ready lines)` on a node's console so far.

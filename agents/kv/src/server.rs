@@ -405,19 +405,8 @@ pub async fn run(
     let mut tasks = Vec::new();
     let mut peer_addrs = Vec::new();
     for l in listeners.peer {
-        let addr = l.local_addr().map_err(|e| ServerError::Bind {
-            url: "peer".into(),
-            why: e.to_string(),
-        })?;
+        let (addr, l) = async_listener(l, "peer")?;
         peer_addrs.push(addr);
-        l.set_nonblocking(true).map_err(|e| ServerError::Bind {
-            url: addr.to_string(),
-            why: e.to_string(),
-        })?;
-        let l = tokio::net::TcpListener::from_std(l).map_err(|e| ServerError::Bind {
-            url: addr.to_string(),
-            why: e.to_string(),
-        })?;
         let router = network::router(backend.clone());
         tasks.push(tokio::spawn(async move {
             let _ = axum::serve(l, router).await;
@@ -443,19 +432,8 @@ pub async fn run(
     };
     let mut client_addrs = Vec::new();
     for l in listeners.client {
-        let addr = l.local_addr().map_err(|e| ServerError::Bind {
-            url: "client".into(),
-            why: e.to_string(),
-        })?;
+        let (addr, l) = async_listener(l, "client")?;
         client_addrs.push(addr);
-        l.set_nonblocking(true).map_err(|e| ServerError::Bind {
-            url: addr.to_string(),
-            why: e.to_string(),
-        })?;
-        let l = tokio::net::TcpListener::from_std(l).map_err(|e| ServerError::Bind {
-            url: addr.to_string(),
-            why: e.to_string(),
-        })?;
         let api = api.clone();
         tasks.push(tokio::spawn(async move {
             let _ = api::serve(l, api).await;
@@ -681,4 +659,22 @@ async fn shutdown_signal() {
         }
         _ => std::future::pending().await,
     }
+}
+
+/// A bound std listener handed to tokio, with its address (`what` names it in errors).
+fn async_listener(
+    l: std::net::TcpListener,
+    what: &str,
+) -> Result<(std::net::SocketAddr, tokio::net::TcpListener), ServerError> {
+    let addr = l.local_addr().map_err(|e| ServerError::Bind {
+        url: what.into(),
+        why: e.to_string(),
+    })?;
+    let bind = |e: std::io::Error| ServerError::Bind {
+        url: addr.to_string(),
+        why: e.to_string(),
+    };
+    l.set_nonblocking(true).map_err(bind)?;
+    let l = tokio::net::TcpListener::from_std(l).map_err(bind)?;
+    Ok((addr, l))
 }
