@@ -77,10 +77,10 @@ fn report(msg: &str) {
 
 /// Data sources in order; the first one present wins.
 fn probe() -> Result<Option<Found>, String> {
-    // A config-2 ISO (made with genisoimage/xorriso, as OpenStack and CoreOS users do) needs the
-    // ISO9660 driver, and on an emulated CD-ROM drive the SCSI CD driver; both are modules.
-    for m in ["isofs", "sr_mod"] {
-        let _ = load_module(m);
+    // A config-2 ISO on an emulated CD-ROM drive appears only with the SCSI CD driver (a module);
+    // machines without SCSI devices skip it. isofs is loaded when an ISO is found.
+    if std::fs::read_dir("/sys/bus/scsi/devices").is_ok_and(|mut d| d.next().is_some()) {
+        let _ = load_module("sr_mod");
     }
     if let Some(f) = source::config_drive() {
         return f.map(Some);
@@ -111,7 +111,7 @@ fn probe() -> Result<Option<Found>, String> {
 }
 
 /// Loads a kernel module and what it depends on, from the running kernel's modules.dep.
-fn load_module(name: &str) -> Result<(), String> {
+pub(crate) fn load_module(name: &str) -> Result<(), String> {
     use crate::kernel::{Kernel, Linux};
     let release = nix::sys::utsname::uname()
         .map(|u| u.release().to_string_lossy().into_owned())

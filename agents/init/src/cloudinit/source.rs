@@ -134,6 +134,10 @@ pub fn config_drive() -> Option<Result<Found, String>> {
     let (dev, fstype) = find_labelled("config-2")?;
     let at = Path::new("/run/crust/config-2");
     Some((|| {
+        if fstype == "iso9660" {
+            // The ISO9660 driver is a module (genisoimage/xorriso-made config-2 drives).
+            let _ = super::load_module("isofs");
+        }
         mount_ro(&dev, fstype, at)?;
         let latest = at.join("openstack/latest");
         let user_data = std::fs::read(latest.join("user_data")).ok();
