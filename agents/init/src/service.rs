@@ -566,6 +566,19 @@ pub struct Chain {
     pub then_exec: Option<Vec<String>>,
 }
 
+impl Chain {
+    /// The unit's commands (with their `-` prefixes), then optionally `then_exec` in place.
+    pub fn of(cmds: &[crust_common::unit::Command], then_exec: Option<Vec<String>>) -> Chain {
+        Chain {
+            steps: cmds
+                .iter()
+                .map(|c| (c.argv.clone(), c.ignore_failure))
+                .collect(),
+            then_exec,
+        }
+    }
+}
+
 /// The argv that runs `chain` through `agent` (see [`Places::agent`]).
 pub fn chain_argv(agent: &Path, chain: &Chain) -> Vec<String> {
     vec![

@@ -260,14 +260,7 @@ impl<'k> Init<'k> {
                 launch.env.push(("MAINPID".into(), pid.to_string()));
                 launch.argv = service::chain_argv(
                     &self.places.agent,
-                    &service::Chain {
-                        steps: u
-                            .exec_stop
-                            .iter()
-                            .map(|c| (c.argv.clone(), c.ignore_failure))
-                            .collect(),
-                        then_exec: None,
-                    },
+                    &service::Chain::of(&u.exec_stop, None),
                 );
                 let out = self.journal.pipe_for(unit).ok();
                 if let Ok(stopper) = service::spawn(&launch, out.as_ref().or(self.console.as_ref()))
@@ -303,14 +296,7 @@ impl<'k> Init<'k> {
         launch.env.push(("MAINPID".into(), pid.to_string()));
         launch.argv = service::chain_argv(
             &self.places.agent,
-            &service::Chain {
-                steps: u
-                    .exec_reload
-                    .iter()
-                    .map(|c| (c.argv.clone(), c.ignore_failure))
-                    .collect(),
-                then_exec: None,
-            },
+            &service::Chain::of(&u.exec_reload, None),
         );
         let out = self.journal.pipe_for(unit).ok();
         service::spawn(&launch, out.as_ref().or(self.console.as_ref()))
@@ -931,21 +917,13 @@ fn signal_fd() -> io::Result<SignalFd> {
 fn start_process(unit: &Unit, places: &service::Places, out: Option<&fs::File>) -> io::Result<i32> {
     let mut launch = service::prepare(unit, places).map_err(io::Error::other)?;
     launch.cgroup = service::make_cgroup(&places.slice, &unit.name);
-    let steps = |cmds: &[crust_common::unit::Command]| -> Vec<(Vec<String>, bool)> {
-        cmds.iter()
-            .map(|c| (c.argv.clone(), c.ignore_failure))
-            .collect()
-    };
     let main = launch.argv.clone();
     if !unit.exec_start_pre.is_empty() {
         // Pre commands first, in the service's cgroup and identity; then the main command
         // replaces the chain, keeping its pid.
         launch.argv = service::chain_argv(
             &places.agent,
-            &service::Chain {
-                steps: steps(&unit.exec_start_pre),
-                then_exec: Some(main),
-            },
+            &service::Chain::of(&unit.exec_start_pre, Some(main)),
         );
     }
     let pid = service::spawn(&launch, out)?;
@@ -954,10 +932,7 @@ fn start_process(unit: &Unit, places: &service::Places, out: Option<&fs::File>) 
         let mut post = launch.clone();
         post.argv = service::chain_argv(
             &places.agent,
-            &service::Chain {
-                steps: steps(&unit.exec_start_post),
-                then_exec: None,
-            },
+            &service::Chain::of(&unit.exec_start_post, None),
         );
         if let Err(e) = service::spawn(&post, out) {
             console::error(&format!("{}: ExecStartPost= could not run: {e}", unit.name));
