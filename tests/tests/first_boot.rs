@@ -142,7 +142,14 @@ fn script_runs_once_host_keys_persist_and_only_keys_log_in() -> Result<()> {
     // A clean reboot: same user data, the script does not run again; the host keys are kept.
     n.reboot_and_wait()?;
     assert_eq!(n.sh("cat /var/lib/script-runs")?, "run by root\n");
-    assert_eq!(host_keys(port)?, keys, "host keys changed across a reboot");
+    // The ready line means dropbear was started, not that it listens yet: wait for it to answer.
+    let t = std::time::Instant::now();
+    let mut after = host_keys(port)?;
+    while after.is_empty() && t.elapsed() < std::time::Duration::from_secs(60) {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        after = host_keys(port)?;
+    }
+    assert_eq!(after, keys, "host keys changed across a reboot");
     assert_eq!(n.sh("cat /etc/machine-id")?.trim(), machine_id);
     assert!(try_login(port, "core", &["-i", &key])?.0);
     Ok(())
