@@ -3,9 +3,11 @@
 //! Any member accepts any request: a follower hands proposals, read barriers and membership
 //! changes to the leader over the peer API ([`Forward`]) and then waits until it has applied
 //! the leader's answer index itself, so a client reading from the member it wrote to sees its
-//! write.
+//! write. Client writes go through [`super::batch`]: the leader commits the writes queued
+//! meanwhile as one entry, and a follower forwards them to the leader in one request.
 
-use super::network::{Forward, ForwardOk, LogLimiter, PeerClient, WireError};
+use super::batch::{Answers, Batcher};
+use super::network::{Forward, ForwardOk, LogLimiter, PeerClient, PeerError, WireError};
 use super::types::{member_id, token_hash, Cmd, Node, Raft};
 use crate::backend::{Backend, BackendError, BoxFuture, Member};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
@@ -16,6 +18,12 @@ use std::time::Duration;
 
 pub struct RaftBackend {
     raft: Raft,
+    /// Client writes this member commits as the leader.
+    lead: Batcher<Local>,
+    /// Client writes this member forwards to the leader.
+    forward: Batcher<Local>,
+    /// The raft index the state machine has applied.
+    applied: tokio::sync::watch::Receiver<u64>,
     id: u64,
     cluster_id: u64,
     token: String,
@@ -28,6 +36,7 @@ pub struct RaftBackend {
 }
 
 /// Why something could not be done on this member.
+#[derive(Clone)]
 enum Local {
     /// Not the leader: the leader's record when one is known.
     NotLeader(Option<Node>),
@@ -57,8 +66,10 @@ fn write_err(e: RaftError<u64, ClientWriteError<u64, Node>>) -> Local {
 }
 
 impl RaftBackend {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         raft: Raft,
+        applied: tokio::sync::watch::Receiver<u64>,
         id: u64,
         cluster_id: u64,
         token: &str,
@@ -66,8 +77,25 @@ impl RaftBackend {
         client: Arc<PeerClient>,
         timeout: Duration,
     ) -> RaftBackend {
+        let gone = Local::Failed(BackendError::Other(
+            "the batch ended without an answer for this write".into(),
+        ));
+        let lead = {
+            let raft = raft.clone();
+            Batcher::spawn(move |cmds| commit_batch(raft.clone(), cmds), gone.clone())
+        };
+        let forward = {
+            let (raft, client) = (raft.clone(), client.clone());
+            Batcher::spawn(
+                move |cmds| forward_batch(raft.clone(), id, client.clone(), timeout, cmds),
+                gone,
+            )
+        };
         RaftBackend {
             raft,
+            lead,
+            forward,
+            applied,
             id,
             cluster_id,
             token: token.to_string(),
@@ -118,16 +146,58 @@ impl RaftBackend {
     }
 
     async fn wait_applied(&self, index: u64) -> Result<(), BackendError> {
-        self.raft
-            .wait(Some(self.timeout))
-            .applied_index_at_least(Some(index), "apply the leader's index")
+        let mut applied = self.applied.clone();
+        let reached = tokio::time::timeout(self.timeout, applied.wait_for(|i| *i >= index))
             .await
-            .map(|_| ())
-            .map_err(|e| BackendError::Timeout(format!("not applied here in time: {e}")))
+            .map(|r| r.map(|_| ()));
+        match reached {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(BackendError::Other("raft stopped".into())),
+            Err(_) => Err(BackendError::Timeout(format!(
+                "the leader's index {index} was not applied here within {:?}",
+                self.timeout
+            ))),
+        }
+    }
+
+    /// A client write: through this member's batcher when it leads, else through the one that
+    /// forwards to the leader; answers once this member has applied it.
+    async fn propose_here(&self, cmd: String) -> Result<ForwardOk, BackendError> {
+        let work = async {
+            self.check_quorum()?;
+            let leader = self.raft.metrics().borrow().current_leader;
+            let stopped = || fatal("the proposal batcher stopped");
+            let (answer, index) = match leader {
+                Some(l) if l == self.id => match self.lead.propose(cmd.clone()).await {
+                    // Leadership moved between the check and the write.
+                    Some(Err(Local::NotLeader(Some(_)))) => {
+                        self.forward.propose(cmd).await.ok_or_else(stopped)??
+                    }
+                    r => r.ok_or_else(stopped)??,
+                },
+                Some(_) => self.forward.propose(cmd).await.ok_or_else(stopped)??,
+                None => return Err(Local::NotLeader(None)),
+            };
+            Ok::<_, Local>((answer, index))
+        };
+        let (answer, index) = tokio::time::timeout(self.timeout, work)
+            .await
+            .map_err(|_| BackendError::Timeout("the proposal was not committed in time".into()))?
+            .map_err(|e| match e {
+                Local::Failed(e) => e,
+                Local::NotLeader(_) => BackendError::NoLeader(
+                    "no leader elected yet (election in progress or no quorum)".into(),
+                ),
+            })?;
+        self.wait_applied(index).await?;
+        Ok(ForwardOk::Answer(answer, index))
     }
 
     /// Runs `f` here, or on the leader when this member is not the leader.
     pub async fn run(&self, f: Forward) -> Result<ForwardOk, BackendError> {
+        if let Forward::Propose(cmd) = f {
+            return self.propose_here(cmd).await;
+        }
         let first = tokio::time::timeout(self.timeout, self.local(f.clone()))
             .await
             .map_err(|_| BackendError::Timeout("the proposal was not committed in time".into()))?;
@@ -173,10 +243,13 @@ impl RaftBackend {
     /// once (etcd's leader steps down then); without this a partitioned leader would hold
     /// every request until it times out.
     fn check_quorum(&self) -> Result<(), Local> {
-        let m = self.raft.metrics().borrow().clone();
-        let stale = m.state == openraft::ServerState::Leader
-            && m.millis_since_quorum_ack
-                .is_some_and(|ms| ms > self.raft.config().election_timeout_min);
+        let stale = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow();
+            m.state == openraft::ServerState::Leader
+                && m.millis_since_quorum_ack
+                    .is_some_and(|ms| ms > self.raft.config().election_timeout_min)
+        };
         if stale {
             return Err(Local::Failed(BackendError::NoLeader(format!(
                 "member {:x} leads but has not heard from a quorum for over {} ms",
@@ -191,8 +264,26 @@ impl RaftBackend {
         self.check_quorum()?;
         match f {
             Forward::Propose(cmd) => {
-                let r = self.raft.client_write(Cmd(cmd)).await.map_err(write_err)?;
-                Ok(ForwardOk::Answer(r.data.0, r.log_id.index))
+                let stopped = || fatal("the proposal batcher stopped");
+                let (answer, index) = self.lead.propose(cmd).await.ok_or_else(stopped)??;
+                Ok(ForwardOk::Answer(answer, index))
+            }
+            Forward::ProposeAll(cmds) => {
+                let answers = self.lead.propose_all(cmds).await;
+                let id = self.id;
+                Ok(ForwardOk::Answers(
+                    answers
+                        .into_iter()
+                        .map(|a| match a {
+                            Some(Ok(ok)) => Ok(ok),
+                            Some(Err(Local::Failed(e))) => Err(WireError::from(e)),
+                            Some(Err(Local::NotLeader(_))) => Err(WireError::NoLeader(format!(
+                                "member {id:x} is no longer the leader"
+                            ))),
+                            None => Err(WireError::Other("raft stopped".into())),
+                        })
+                        .collect(),
+                ))
             }
             Forward::ReadIndex => match self.raft.ensure_linearizable().await {
                 Ok(l) => Ok(ForwardOk::ReadIndex(l.map(|l| l.index).unwrap_or(0))),
@@ -311,6 +402,58 @@ impl RaftBackend {
         })
         .await
         .map(|_| ())
+    }
+}
+
+/// The leader's submit: the commands as one log entry.
+async fn commit_batch(raft: Raft, cmds: Vec<String>) -> Answers<Local> {
+    let n = cmds.len();
+    match raft.client_write(Cmd(cmds)).await {
+        Ok(r) => {
+            let index = r.log_id.index;
+            r.data.0.into_iter().map(|a| Ok((a, index))).collect()
+        }
+        Err(e) => vec![Err(write_err(e)); n],
+    }
+}
+
+/// A follower's submit: the commands to the leader in one peer request.
+async fn forward_batch(
+    raft: Raft,
+    id: u64,
+    client: Arc<PeerClient>,
+    timeout: Duration,
+    cmds: Vec<String>,
+) -> Answers<Local> {
+    let n = cmds.len();
+    let all = |e: BackendError| vec![Err(Local::Failed(e)); n];
+    let leader = {
+        let m = raft.metrics();
+        let m = m.borrow();
+        m.current_leader
+            .filter(|l| *l != id)
+            .and_then(|l| m.membership_config.membership().get_node(&l).cloned())
+    };
+    let Some(leader) = leader else {
+        return vec![Err(Local::NotLeader(None)); n];
+    };
+    let url = leader.peer_urls.first().cloned().unwrap_or_default();
+    let r: Result<Result<ForwardOk, WireError>, PeerError> = client
+        .post(&url, "/raft/forward", &Forward::ProposeAll(cmds), timeout)
+        .await;
+    match r {
+        Ok(Ok(ForwardOk::Answers(answers))) => answers
+            .into_iter()
+            .map(|a| a.map_err(|w| Local::Failed(w.into())))
+            .collect(),
+        Ok(Ok(other)) => all(BackendError::Other(format!(
+            "the leader answered {other:?} to forwarded writes"
+        ))),
+        Ok(Err(w)) => all(w.into()),
+        Err(e @ PeerError::Timeout { .. }) => {
+            all(BackendError::Timeout(format!("leader did not answer: {e}")))
+        }
+        Err(e) => all(BackendError::NoLeader(format!("leader unreachable: {e}"))),
     }
 }
 

@@ -4,17 +4,15 @@
 //! the small records (`meta`: vote, committed, last purged id) and the latest snapshot
 //! (written by [`super::state_machine`]).
 //!
-//! fsync policy: every append and every vote is its own write transaction committed with
-//! [`redb::Durability::Immediate`] (redb fsyncs before `commit` returns), and openraft is told
-//! the entries are flushed only after that commit, so a member never acknowledges an entry or a
-//! vote it could lose in a crash. The commit position is written with `Eventual` durability: it
-//! becomes durable with the next append at the latest, and losing it only means a restarted
-//! member re-applies fewer entries until the leader tells it the commit index again. Truncation
-//! and purging are `Immediate` too (a truncated suffix must not come back after a crash).
+//! fsync policy: every append, vote, truncation and purge is its own write transaction
+//! committed with [`redb::Durability::Immediate`] (redb fsyncs before `commit` returns), and
+//! openraft is told entries are flushed only after that commit, so a member never acknowledges
+//! an entry or a vote it could lose in a crash. Appends carry many client writes each (the
+//! leader batches proposals, see [`super::batch`]), so one fsync covers a whole batch. The
+//! commit position is not written on its own (on Linux even redb's `Eventual` durability is an
+//! fsync): it is kept in memory and written with the next append. Losing it only means a
+//! restarted member re-applies fewer entries until the leader tells it the commit index again.
 //! The commits run on tokio's blocking pool so an fsync never holds up a runtime worker.
-//! (A group commit, non-durable appends made durable by a flusher thread, was tried: appends
-//! still wait on redb's single writer lock while the flusher fsyncs, and `crust bench kv`
-//! measured it no faster on a loaded 2-core machine, so each append keeps its own fsync.)
 
 use super::types::{Entry, LogId, StorageError, TypeConfig, Vote};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
@@ -131,11 +129,23 @@ fn io_err(subject: ErrorSubject<u64>, verb: ErrorVerb, e: impl ToString) -> Stor
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<Database>,
+    /// The newest commit position not yet written (it goes with the next append).
+    committed: Arc<std::sync::Mutex<Option<Vec<u8>>>>,
 }
 
 impl LogStore {
     pub fn new(db: Arc<Database>) -> LogStore {
-        LogStore { db }
+        LogStore {
+            db,
+            committed: Arc::default(),
+        }
+    }
+
+    fn take_committed(&self) -> Option<Vec<u8>> {
+        self.committed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 
     fn read_range(&self, range: impl RangeBounds<u64>) -> Result<Vec<Entry>, String> {
@@ -229,8 +239,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        put_meta(&self.db, COMMITTED, &committed, Durability::Eventual)
-            .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))
+        let bytes = serde_json::to_vec(&committed)
+            .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
+        *self.committed.lock().unwrap_or_else(|p| p.into_inner()) = Some(bytes);
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
@@ -255,6 +267,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             rows.push((e.log_id.index, bytes));
         }
         let db = self.db.clone();
+        let committed = self.take_committed();
         let write = move || -> Result<(), String> {
             let mut tx = db.begin_write().map_err(|e| e.to_string())?;
             tx.set_durability(Durability::Immediate);
@@ -262,6 +275,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 let mut t = tx.open_table(LOG).map_err(|e| e.to_string())?;
                 for (i, b) in &rows {
                     t.insert(*i, b.as_slice()).map_err(|e| e.to_string())?;
+                }
+                if let Some(c) = &committed {
+                    let mut m = tx.open_table(META).map_err(|e| e.to_string())?;
+                    m.insert(COMMITTED, c.as_slice())
+                        .map_err(|e| e.to_string())?;
                 }
             }
             tx.commit().map_err(|e| e.to_string())

@@ -7,8 +7,10 @@
 //! - [`network`]: the peer API (append-entries, vote, install-snapshot, forwarded proposals,
 //!   read barriers and membership changes) and its HTTP/1.1 client.
 //! - [`backend`]: [`backend::RaftBackend`], the [`crate::backend::Backend`] the client API uses.
+//! - [`batch`]: client writes that arrive together share a log entry and a forward request.
 
 pub mod backend;
+pub mod batch;
 pub mod log_store;
 pub mod network;
 pub mod state_machine;

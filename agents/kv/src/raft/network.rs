@@ -48,6 +48,8 @@ pub const TOKEN_HEADER: &str = "x-crust-token-hash";
 pub enum Forward {
     /// A client write (the JSON of a store command).
     Propose(String),
+    /// Client writes a follower received meanwhile, answered one by one.
+    ProposeAll(Vec<String>),
     /// The leader's read index, confirmed by a quorum (the follower then waits to apply it).
     ReadIndex,
     AddMember {
@@ -72,6 +74,8 @@ pub enum Forward {
 pub enum ForwardOk {
     /// The store's answer and the log index it was committed at.
     Answer(String, u64),
+    /// For [`Forward::ProposeAll`]: each write's answer and index, or why it failed.
+    Answers(Vec<Result<(String, u64), WireError>>),
     ReadIndex(u64),
     /// Membership changes: the result and the log index of the change.
     Member(crate::backend::Member, u64),
@@ -82,6 +86,11 @@ impl ForwardOk {
     /// The log index a follower waits to apply before answering its client.
     pub fn index(&self) -> u64 {
         match self {
+            ForwardOk::Answers(a) => a
+                .iter()
+                .filter_map(|r| r.as_ref().ok().map(|(_, i)| *i))
+                .max()
+                .unwrap_or(0),
             ForwardOk::Answer(_, i)
             | ForwardOk::ReadIndex(i)
             | ForwardOk::Member(_, i)

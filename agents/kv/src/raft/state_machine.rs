@@ -69,6 +69,8 @@ pub struct StateMachine<A: Apply> {
     last_applied: Option<LogId>,
     membership: StoredMembership,
     snapshots_built: Arc<AtomicU64>,
+    /// The index of the last applied entry, for members waiting to apply a write.
+    applied: tokio::sync::watch::Sender<u64>,
 }
 
 impl<A: Apply> StateMachine<A> {
@@ -80,6 +82,7 @@ impl<A: Apply> StateMachine<A> {
             last_applied: None,
             membership: StoredMembership::default(),
             snapshots_built: Arc::new(AtomicU64::new(0)),
+            applied: tokio::sync::watch::channel(0).0,
         };
         if let Some((meta, data)) = load_snapshot(&sm.db)? {
             sm.app
@@ -87,8 +90,19 @@ impl<A: Apply> StateMachine<A> {
                 .map_err(|e| format!("the stored snapshot does not restore: {e}"))?;
             sm.last_applied = meta.last_log_id;
             sm.membership = meta.last_membership.clone();
+            sm.published();
         }
         Ok(sm)
+    }
+
+    /// Follows the index of the last applied entry.
+    pub fn applied_index(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.applied.subscribe()
+    }
+
+    fn published(&self) {
+        let index = self.last_applied.map(|l| l.index).unwrap_or(0);
+        self.applied.send_replace(index);
     }
 }
 
@@ -137,10 +151,16 @@ impl<A: Apply> RaftStateMachine<TypeConfig> for StateMachine<A> {
             match e.payload {
                 EntryPayload::Blank => out.push(Answer::default()),
                 EntryPayload::Normal(cmd) => {
-                    let r =
-                        self.app
-                            .apply(e.log_id.index, e.log_id.leader_id.term, cmd.0.as_bytes());
-                    out.push(Answer(String::from_utf8_lossy(&r).into_owned()));
+                    let (index, term) = (e.log_id.index, e.log_id.leader_id.term);
+                    let answers = cmd
+                        .0
+                        .iter()
+                        .map(|c| {
+                            let r = self.app.apply(index, term, c.as_bytes());
+                            String::from_utf8_lossy(&r).into_owned()
+                        })
+                        .collect();
+                    out.push(Answer(answers));
                 }
                 EntryPayload::Membership(m) => {
                     self.membership = StoredMembership::new(Some(e.log_id), m);
@@ -148,6 +168,7 @@ impl<A: Apply> RaftStateMachine<TypeConfig> for StateMachine<A> {
                 }
             }
         }
+        self.published();
         Ok(out)
     }
 
@@ -184,6 +205,7 @@ impl<A: Apply> RaftStateMachine<TypeConfig> for StateMachine<A> {
             .map_err(|e| snap_err(Some(sig.clone()), ErrorVerb::Read, e))?;
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
+        self.published();
         let db = self.db.clone();
         let meta = meta.clone();
         tokio::task::spawn_blocking(move || save_snapshot(&db, &meta, &data))

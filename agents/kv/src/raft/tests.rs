@@ -41,7 +41,7 @@ fn set(key: &str, value: &str) -> Cmd {
             ..Put::default()
         }),
     };
-    Cmd(String::from_utf8(store::encode(&cmd)).expect("utf8"))
+    Cmd(vec![String::from_utf8(store::encode(&cmd)).expect("utf8")])
 }
 
 fn rt() -> tokio::runtime::Runtime {

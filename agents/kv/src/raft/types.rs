@@ -4,15 +4,43 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 use std::io::Cursor;
 
-/// A proposed command: a JSON-encoded [`crate::store::Command`] (text, so the log stays
-/// readable and compact as JSON).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Cmd(pub String);
+/// The commands of one log entry: JSON-encoded [`crate::store::Command`]s (text, so the log
+/// stays readable), applied in order. The leader puts the proposals that arrive while earlier
+/// ones are being written into one entry, so one append, one fsync and one replication round
+/// carry many client writes. A lone command is stored as a plain string, an earlier crust's
+/// entry format, which is still read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cmd(pub Vec<String>);
 
-/// What the state machine answered: a JSON-encoded [`crate::store::Outcome`] (empty for
-/// membership entries).
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+enum CmdRepr<T> {
+    One(String),
+    Many(T),
+}
+
+impl serde::Serialize for Cmd {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0.as_slice() {
+            [one] => CmdRepr::<&[String]>::One(one.clone()).serialize(s),
+            many => CmdRepr::Many(many).serialize(s),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Cmd {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(match CmdRepr::<Vec<String>>::deserialize(d)? {
+            CmdRepr::One(one) => Cmd(vec![one]),
+            CmdRepr::Many(many) => Cmd(many),
+        })
+    }
+}
+
+/// What the state machine answered, one JSON-encoded [`crate::store::Outcome`] per command of
+/// the entry (none for blank and membership entries).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Answer(pub String);
+pub struct Answer(pub Vec<String>);
 
 /// A member as the Raft membership records it (the `/v2/members` fields; the id is the key).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -101,5 +129,18 @@ mod tests {
         let ids: BTreeSet<u64> = [1, 2, 3].into();
         assert_ne!(cluster_id(&ids, "t"), cluster_id(&ids, "u"));
         assert_ne!(cluster_id(&ids, "t"), cluster_id(&[1, 2].into(), "t"));
+    }
+
+    #[test]
+    fn a_lone_command_keeps_the_plain_string_format() {
+        let one = Cmd(vec!["{\"a\":1}".into()]);
+        let json = serde_json::to_string(&one).expect("encode");
+        assert_eq!(json, r#""{\"a\":1}""#);
+        assert_eq!(serde_json::from_str::<Cmd>(&json).expect("decode"), one);
+        let two = Cmd(vec!["x".into(), "y".into()]);
+        let json = serde_json::to_string(&two).expect("encode");
+        assert_eq!(json, r#"["x","y"]"#);
+        assert_eq!(serde_json::from_str::<Cmd>(&json).expect("decode"), two);
+        assert!(serde_json::from_str::<Cmd>("7").is_err());
     }
 }
