@@ -127,6 +127,9 @@ fn io_err(subject: ErrorSubject<u64>, verb: ErrorVerb, e: impl ToString) -> Stor
     StorageIOError::new(subject, verb, openraft::AnyError::error(e.to_string())).into()
 }
 
+/// The commit position not yet written and when one was last written.
+type PendingCommitted = (Option<Vec<u8>>, Option<std::time::Instant>);
+
 /// The log store; clones share the database (the clone is the log reader).
 #[derive(Clone)]
 pub struct LogStore {
@@ -134,7 +137,7 @@ pub struct LogStore {
     /// The newest commit position not yet written, and when one was last written: it goes
     /// with an append at most every [`COMMITTED_EVERY`] (the extra table costs every
     /// transaction it is in a page write).
-    committed: Arc<std::sync::Mutex<(Option<Vec<u8>>, Option<std::time::Instant>)>>,
+    committed: Arc<std::sync::Mutex<PendingCommitted>>,
 }
 
 impl LogStore {
