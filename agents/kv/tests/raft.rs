@@ -550,3 +550,65 @@ fn discovery_bootstraps_three_members() {
     assert!(err.contains("discovery: cluster is full"), "{err}");
     drop(members);
 }
+
+#[test]
+fn removing_the_leader_hands_over_to_the_rest() {
+    let mut c = Cluster::up(3, "tl", &[]);
+    let leader = c.leader();
+    let follower = (leader + 1) % 3;
+    let other = (leader + 2) % 3;
+    put(&c.client(follower), "/before", "1");
+    let id = c.members[leader].as_ref().unwrap().started.id;
+    // Asked through a follower, as any member accepts any request.
+    let (status, body) = http(
+        &c.specs[follower].client_url(),
+        "DELETE",
+        &format!("/v2/members/{id:x}"),
+        "",
+        "text/plain",
+    );
+    assert_eq!(status, 204, "{body}");
+    let old = c.members[leader].take().unwrap();
+    wait_for("the removed leader to stop", || {
+        old.finished().then_some(())
+    });
+    let err = old.stop().unwrap_err();
+    assert!(err.contains("removed from the cluster"), "{err}");
+    let new_leader = c.leader();
+    assert_ne!(new_leader, leader);
+    assert_eq!(c.client(other).members().unwrap().len(), 2);
+    put(&c.client(follower), "/after", "2");
+    for i in [follower, other] {
+        let got = c.client(i).get_quorum("/after", false).unwrap();
+        assert_eq!(got.node.value.as_deref(), Some("2"));
+        assert_eq!(value(&c.client(i), "/before").as_deref(), Some("1"));
+    }
+}
+
+#[test]
+fn a_member_removed_while_down_stops_when_it_comes_back() {
+    let mut c = Cluster::up(3, "td", &[]);
+    let leader = c.leader();
+    let gone = (leader + 1) % 3;
+    let id = c.members[gone].as_ref().unwrap().started.id;
+    c.stop(gone);
+    let (status, body) = http(
+        &c.specs[leader].client_url(),
+        "DELETE",
+        &format!("/v2/members/{id:x}"),
+        "",
+        "text/plain",
+    );
+    assert_eq!(status, 204, "{body}");
+    put(&c.client(leader), "/while-down", "x");
+    // It comes back from its data dir, still counting itself a member: it never got the
+    // notice. Its first campaign is answered with 410 and it stops.
+    let back = start(&c.specs[gone], &c.extra).unwrap();
+    wait_for("the removed member to stop", || {
+        back.finished().then_some(())
+    });
+    let err = back.stop().unwrap_err();
+    assert!(err.contains("removed from the cluster"), "{err}");
+    assert_eq!(c.client(leader).members().unwrap().len(), 2);
+    put(&c.client(leader), "/after", "y");
+}

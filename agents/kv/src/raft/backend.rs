@@ -31,8 +31,6 @@ pub struct RaftBackend {
     client: Arc<PeerClient>,
     /// How long a proposal may take before the client gets a timeout.
     timeout: Duration,
-    /// Set when the leader tells this member it was removed from the cluster.
-    removed: tokio::sync::watch::Sender<bool>,
 }
 
 /// Why something could not be done on this member.
@@ -102,20 +100,19 @@ impl RaftBackend {
             name: name.to_string(),
             client,
             timeout,
-            removed: tokio::sync::watch::channel(false).0,
         }
     }
 
     /// Becomes true when the leader says this member was removed (a removed member no longer
     /// receives the log, so it would not see its removal otherwise).
     pub fn removed(&self) -> tokio::sync::watch::Receiver<bool> {
-        self.removed.subscribe()
+        self.client.removed.subscribe()
     }
 
     /// The peer API got a removal notice for `id`.
     pub fn removal_notice(&self, id: u64) {
         if id == self.id {
-            self.removed.send_replace(true);
+            self.client.removed.send_replace(true);
         }
     }
 
@@ -343,8 +340,23 @@ impl RaftBackend {
                     ChangeMembers::RemoveNodes(BTreeSet::from([id]))
                 };
                 let node = self.node(id);
-                let index = self.change(change, false).await?;
-                if let (Some(n), true) = (node, id != self.id) {
+                let index = match self.change(change, false).await {
+                    Ok(index) => index,
+                    // openraft drops the answer to the change that removes the leader itself
+                    // when it steps down right after applying it: look at the outcome instead.
+                    Err(e) if id == self.id => self.removed_at(id).await.ok_or(e)?,
+                    Err(e) => return Err(e),
+                };
+                if id == self.id {
+                    // The leader removed itself: it stops once the others have had a
+                    // moment to learn that the change committed (they elect a new leader).
+                    let removed = self.client.removed.clone();
+                    let linger = Duration::from_millis(self.raft.config().heartbeat_interval * 5);
+                    tokio::spawn(async move {
+                        tokio::time::sleep(linger).await;
+                        removed.send_replace(true);
+                    });
+                } else if let Some(n) = node {
                     let client = self.client.clone();
                     tokio::spawn(async move {
                         let url = n.peer_urls.first().cloned().unwrap_or_default();
@@ -381,6 +393,22 @@ impl RaftBackend {
                 Ok(ForwardOk::Done(index))
             }
         }
+    }
+
+    /// The log index of the membership that no longer has `id`, once this member sees it.
+    async fn removed_at(&self, id: u64) -> Option<u64> {
+        for _ in 0..20 {
+            {
+                let metrics = self.raft.metrics();
+                let m = metrics.borrow();
+                let config = &m.membership_config;
+                if config.membership().get_node(&id).is_none() {
+                    return config.log_id().map(|l| l.index);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
     }
 
     /// A membership change, retried while another one is still in its joint phase.

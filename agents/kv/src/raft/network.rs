@@ -183,6 +183,9 @@ pub struct PeerClient {
     pool: Arc<Pool>,
     pub limiter: LogLimiter,
     pub name: String,
+    /// Becomes true when a peer says this member was removed from the cluster (the leader's
+    /// notice, or the leader's 410 to a member that was down while it was removed).
+    pub removed: tokio::sync::watch::Sender<bool>,
 }
 
 impl PeerClient {
@@ -193,6 +196,7 @@ impl PeerClient {
             pool: Arc::new(Mutex::new(HashMap::new())),
             limiter: LogLimiter::default(),
             name: name.to_string(),
+            removed: tokio::sync::watch::channel(false).0,
         }
     }
 
@@ -268,6 +272,13 @@ impl PeerClient {
                 url,
                 why: String::from_utf8_lossy(&bytes).into_owned(),
             }),
+            410 => {
+                self.removed.send_replace(true);
+                Err(PeerError::Refused {
+                    url,
+                    why: String::from_utf8_lossy(&bytes).into_owned(),
+                })
+            }
             s => Err(PeerError::Status {
                 url,
                 status: s,
@@ -524,6 +535,9 @@ async fn vote(State(b): State<Arc<RaftBackend>>, h: HeaderMap, body: Bytes) -> R
         Ok(r) => r,
         Err(r) => return *r,
     };
+    if let Some(r) = removed_candidate(&b, &h) {
+        return r;
+    }
     json(&b.raft().vote(req).await)
 }
 
@@ -569,6 +583,30 @@ async fn cluster(State(b): State<Arc<RaftBackend>>, h: HeaderMap) -> Response {
         cluster_id: crate::backend::Backend::cluster_id(&*b),
         members: crate::backend::Backend::members(&*b),
     })
+}
+
+/// A member that was down while it was removed never got the leader's notice; when it comes
+/// back it campaigns, and the leader, which knows the membership for sure, answers 410 Gone
+/// so that it stops (etcd's removed members stop the same way). Only the leader answers so: a
+/// follower may not have applied a member add yet.
+fn removed_candidate(b: &RaftBackend, h: &HeaderMap) -> Option<Response> {
+    let from = header_hex(h, MEMBER_HEADER)?;
+    let known = {
+        let metrics = b.raft().metrics();
+        let m = metrics.borrow();
+        if m.state != openraft::ServerState::Leader {
+            return None;
+        }
+        m.membership_config.membership().get_node(&from).is_some()
+    };
+    if known {
+        return None;
+    }
+    let why = format!("member {from:x} has been removed from the cluster");
+    if b.limiter().allow(&format!("removed-{from:x}")) {
+        eprintln!("kv {}: refusing a vote request: {why}", b.name());
+    }
+    Some((StatusCode::GONE, why).into_response())
 }
 
 /// The leader tells a member it was removed (after the change committed).
