@@ -533,21 +533,16 @@ pub fn notify_cli(args: &[String]) -> i32 {
             return 2;
         }
     }
-    let Ok(path) = std::env::var("NOTIFY_SOCKET") else {
-        eprintln!("systemd-notify: $NOTIFY_SOCKET is not set (not started by a service manager?)");
-        return 1;
-    };
-    let s = match std::os::unix::net::UnixDatagram::unbound() {
-        Ok(s) => s,
+    match crust_common::notify::sd_notify(&lines.join("\n")) {
+        Ok(true) => 0,
+        Ok(false) => {
+            eprintln!(
+                "systemd-notify: $NOTIFY_SOCKET is not set (not started by a service manager?)"
+            );
+            1
+        }
         Err(e) => {
             eprintln!("systemd-notify: {e}");
-            return 1;
-        }
-    };
-    match s.send_to(lines.join("\n").as_bytes(), &path) {
-        Ok(_) => 0,
-        Err(e) => {
-            eprintln!("systemd-notify: sending to {path}: {e}");
             1
         }
     }

@@ -325,24 +325,10 @@ fn raft_config(cfg: &Config) -> Result<openraft::Config, ServerError> {
     .map_err(|e| ServerError::Raft(format!("bad raft settings: {e}")))
 }
 
-/// Tells systemd (Type=notify) the member serves.
+/// Tells the service manager (Type=notify) the member serves.
 fn notify_ready() {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
-        return;
-    };
-    let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() else {
-        return;
-    };
-    let bytes = path.as_encoded_bytes();
-    let r = if let Some(name) = bytes.strip_prefix(b"@") {
-        use std::os::linux::net::SocketAddrExt;
-        std::os::unix::net::SocketAddr::from_abstract_name(name)
-            .and_then(|a| sock.send_to_addr(b"READY=1", &a))
-    } else {
-        sock.send_to(b"READY=1", &path)
-    };
-    if let Err(e) = r {
-        eprintln!("kv: cannot notify systemd: {e}");
+    if let Err(e) = crust_common::notify::sd_notify("READY=1") {
+        eprintln!("kv: {e}");
     }
 }
 
