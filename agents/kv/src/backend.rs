@@ -59,6 +59,11 @@ pub trait Backend: Send + Sync + 'static {
     /// Returns once this member has applied everything committed before the call (a read
     /// barrier for `quorum=true`).
     fn read_barrier(&self) -> BoxFuture<'_, Result<(), BackendError>>;
+    /// Returns once this member has applied every write it has acknowledged, so that a local
+    /// read or watch after a write on the same member sees that write.
+    fn local_read(&self) -> BoxFuture<'_, Result<(), BackendError>> {
+        Box::pin(async { Ok(()) })
+    }
     /// This member's id.
     fn id(&self) -> u64;
     /// The cluster id for `X-Etcd-Cluster-ID` (derived from the initial cluster and token).

@@ -612,3 +612,33 @@ fn a_member_removed_while_down_stops_when_it_comes_back() {
     assert_eq!(c.client(leader).members().unwrap().len(), 2);
     put(&c.client(leader), "/after", "y");
 }
+
+/// A follower answers a write once the leader committed it and does not wait to apply it
+/// itself; its own reads and watches still come after every write it acknowledged.
+#[test]
+fn a_follower_reads_its_own_writes_at_once() {
+    let c = Cluster::up(3, "ryw", &[]);
+    let leader = c.leader();
+    let follower = (leader + 1) % 3;
+    let f = c.client(follower);
+    for i in 0..200 {
+        let v = i.to_string();
+        let set = f.set("/ryw", &v, None).unwrap();
+        assert_eq!(value(&f, "/ryw").as_deref(), Some(v.as_str()), "read {i}");
+        assert!(f.get("/ryw", false).unwrap().node.modified_index >= set.node.modified_index);
+    }
+    // A watch from "now" right after a write starts after that write: its first event is
+    // the next change, made through another member.
+    f.set("/ryw-watch", "mine", None).unwrap();
+    let watcher = std::thread::spawn({
+        let url = c.specs[follower].client_url();
+        move || {
+            let f = Client::new(&url).unwrap();
+            f.watch("/ryw-watch", false, None).next().unwrap().unwrap()
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    put(&c.client(leader), "/ryw-watch", "theirs");
+    let ev = watcher.join().unwrap();
+    assert_eq!(ev.node.value.as_deref(), Some("theirs"));
+}

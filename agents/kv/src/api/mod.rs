@@ -377,10 +377,13 @@ async fn keys_request(
             quorum,
             head,
         } => {
-            if quorum {
-                if let Err(e) = api.backend.read_barrier().await {
-                    return api.backend_error(e);
-                }
+            let ready = if quorum {
+                api.backend.read_barrier().await
+            } else {
+                api.backend.local_read().await
+            };
+            if let Err(e) = ready {
+                return api.backend_error(e);
             }
             let now = now_ns();
             // Listings are always in key order, which is what sorted=true asks for.
@@ -395,7 +398,13 @@ async fn keys_request(
             recursive,
             wait_index,
             stream,
-        } => watch(api, key, recursive, wait_index, stream).await,
+        } => {
+            // A watch from "now" starts after this member's own acknowledged writes.
+            if let Err(e) = api.backend.local_read().await {
+                return api.backend_error(e);
+            }
+            watch(api, key, recursive, wait_index, stream).await
+        }
         KeysRequest::Write(op) => {
             let cmd = Command {
                 now_ns: now_ns(),
