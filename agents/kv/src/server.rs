@@ -368,13 +368,14 @@ pub async fn run(
         .map_err(|e| data_err(&cfg.data_dir, e))?;
     let client = Arc::new(PeerClient::new(&cfg.name, id, cid));
     let applied = sm.applied_index();
+    let log = LogStore::new(prepared.db.clone());
     let raft = Raft::new(
         id,
         Arc::new(raft_config(&cfg)?),
         Network {
             client: client.clone(),
         },
-        LogStore::new(prepared.db.clone()),
+        log.clone(),
         sm,
     )
     .await
@@ -439,6 +440,10 @@ pub async fn run(
         }));
     }
     {
+        let b = backend.clone();
+        tasks.push(tokio::spawn(async move { b.tidy_membership().await }));
+    }
+    {
         // Leader changes in the journal, as etcd logs its elections.
         let mut m = raft.metrics();
         let name = cfg.name.clone();
@@ -480,16 +485,22 @@ pub async fn run(
     let removed = async {
         let mut m = raft.metrics();
         let mut seen = false;
+        // A leader that removed itself keeps going for a few heartbeats, so that the others
+        // learn the change committed and the request is answered.
+        let linger = Duration::from_millis(cfg.heartbeat_ms * 5);
         loop {
-            let present = m
-                .borrow()
-                .membership_config
-                .membership()
-                .get_node(&id)
-                .is_some();
-            if present {
-                seen = true;
-            } else if seen {
+            let gone = {
+                let b = m.borrow();
+                let config = &b.membership_config;
+                let present = config.membership().get_node(&id).is_some();
+                seen |= present;
+                // Only once the change is applied here, that is committed: a configuration
+                // without this member may still be replaced before it commits.
+                let applied = b.last_applied.map(|l| l.index);
+                !present && seen && config.log_id().map(|l| l.index) <= applied
+            };
+            if gone {
+                tokio::time::sleep(linger).await;
                 return;
             }
             if m.changed().await.is_err() {
@@ -506,6 +517,11 @@ pub async fn run(
         t.abort();
     }
     let _ = raft.shutdown().await;
+    match tokio::task::spawn_blocking(move || log.flush_committed()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => eprintln!("kv {}: cannot write the commit position: {e}", cfg.name),
+        Err(e) => eprintln!("kv {}: cannot write the commit position: {e}", cfg.name),
+    }
     result
 }
 

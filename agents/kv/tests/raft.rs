@@ -576,7 +576,12 @@ fn removing_the_leader_hands_over_to_the_rest() {
     assert!(err.contains("removed from the cluster"), "{err}");
     let new_leader = c.leader();
     assert_ne!(new_leader, leader);
-    assert_eq!(c.client(other).members().unwrap().len(), 2);
+    // The new configuration reaches the other member with the new leader's log.
+    for i in [follower, other] {
+        wait_for("the remaining members to list two members", || {
+            (c.client(i).members().ok()?.len() == 2).then_some(())
+        });
+    }
     put(&c.client(follower), "/after", "2");
     for i in [follower, other] {
         let got = c.client(i).get_quorum("/after", false).unwrap();

@@ -36,6 +36,33 @@ pub struct RaftBackend {
     timeout: Duration,
 }
 
+type Metrics = openraft::RaftMetrics<u64, Node>;
+type MembershipAt = Option<openraft::LogId<u64>>;
+type Change = ChangeMembers<u64, Node>;
+
+/// What a leader's membership needs to be whole (see [`RaftBackend::tidy_membership`]), with
+/// the log id of the membership it looked at.
+fn untidy(metrics: &tokio::sync::watch::Receiver<Metrics>) -> Option<(MembershipAt, Change)> {
+    let m = metrics.borrow();
+    if m.state != openraft::ServerState::Leader {
+        return None;
+    }
+    let at = *m.membership_config.log_id();
+    let membership = m.membership_config.membership();
+    let configs = membership.get_joint_config();
+    if configs.len() > 1 {
+        let last = configs.last().cloned().unwrap_or_default();
+        return Some((at, ChangeMembers::ReplaceAllVoters(last)));
+    }
+    let voters: BTreeSet<u64> = membership.voter_ids().collect();
+    let learners: BTreeSet<u64> = membership
+        .nodes()
+        .map(|(id, _)| *id)
+        .filter(|id| !voters.contains(id))
+        .collect();
+    (!learners.is_empty()).then_some((at, ChangeMembers::RemoveNodes(learners)))
+}
+
 /// Why something could not be done on this member.
 #[derive(Clone)]
 enum Local {
@@ -356,16 +383,9 @@ impl RaftBackend {
                     Err(e) if id == self.id => self.removed_at(id).await.ok_or(e)?,
                     Err(e) => return Err(e),
                 };
-                if id == self.id {
-                    // The leader removed itself: it stops once the others have had a
-                    // moment to learn that the change committed (they elect a new leader).
-                    let removed = self.client.removed.clone();
-                    let linger = Duration::from_millis(self.raft.config().heartbeat_interval * 5);
-                    tokio::spawn(async move {
-                        tokio::time::sleep(linger).await;
-                        removed.send_replace(true);
-                    });
-                } else if let Some(n) = node {
+                // A leader that removed itself stops on its own once the change is applied
+                // (see `server::run`); another member is told, since it no longer gets the log.
+                if let (Some(n), true) = (node, id != self.id) {
                     let client = self.client.clone();
                     tokio::spawn(async move {
                         let url = n.peer_urls.first().cloned().unwrap_or_default();
@@ -404,20 +424,60 @@ impl RaftBackend {
         }
     }
 
-    /// The log index of the membership that no longer has `id`, once this member sees it.
+    /// The log index of the membership that no longer has `id`, once this member has applied
+    /// it (it is committed then: the others have it too).
     async fn removed_at(&self, id: u64) -> Option<u64> {
-        for _ in 0..20 {
+        for _ in 0..40 {
             {
                 let metrics = self.raft.metrics();
                 let m = metrics.borrow();
                 let config = &m.membership_config;
-                if config.membership().get_node(&id).is_none() {
-                    return config.log_id().map(|l| l.index);
+                let at = config.log_id().map(|l| l.index);
+                let applied = m.last_applied.map(|l| l.index);
+                if config.membership().get_node(&id).is_none() && at <= applied {
+                    return at;
                 }
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         None
+    }
+
+    /// Leader housekeeping of the membership, for changes left half done:
+    /// - a joint configuration (its leader stopped, or was removed, between the joint and the
+    ///   final configuration) is finished: openraft leaves a joint configuration only when
+    ///   asked, and until then every commit needs both majorities;
+    /// - a member that is no longer a voter is removed (openraft keeps a leader that removed
+    ///   itself as a learner, and a member add that failed halfway leaves one; etcd's v2
+    ///   members are all voters).
+    ///
+    /// Either is left alone for a while first, since the leader making a change normally
+    /// finishes it at once. Runs until the member stops.
+    pub async fn tidy_membership(&self) {
+        let mut metrics = self.raft.metrics();
+        loop {
+            if let Some((at, change)) = untidy(&metrics) {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                if untidy(&metrics).is_some_and(|(now, _)| now == at) {
+                    let shown = match &change {
+                        ChangeMembers::ReplaceAllVoters(v) => format!("voters now {v:x?}"),
+                        ChangeMembers::RemoveNodes(n) => format!("removed non-voting {n:x?}"),
+                        other => format!("{other:?}"),
+                    };
+                    match self.change(change, false).await {
+                        Ok(_) => eprintln!(
+                            "kv {}: finished a membership change left half done: {shown}",
+                            self.name
+                        ),
+                        Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+                    }
+                    continue;
+                }
+            }
+            if metrics.changed().await.is_err() {
+                return;
+            }
+        }
     }
 
     /// A membership change, retried while another one is still in its joint phase.

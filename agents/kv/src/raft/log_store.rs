@@ -10,8 +10,9 @@
 //! an entry or a vote it could lose in a crash. Appends carry many client writes each (the
 //! leader batches proposals, see [`super::batch`]), so one fsync covers a whole batch. The
 //! commit position is not written on its own (on Linux even redb's `Eventual` durability is an
-//! fsync): it is kept in memory and written with an append at most every 100 ms. Losing it only means a
-//! restarted member re-applies fewer entries until the leader tells it the commit index again.
+//! fsync): it is kept in memory and written with the next append, and when the member stops.
+//! Losing it in a crash only means a restarted member re-applies fewer entries until the leader
+//! tells it the commit index again.
 //! The commits run on tokio's blocking pool so an fsync never holds up a runtime worker.
 
 use super::types::{Entry, LogId, StorageError, TypeConfig, Vote};
@@ -28,8 +29,6 @@ pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta
 
 const VOTE: &str = "vote";
 const COMMITTED: &str = "committed";
-/// How often at most the commit position is written (with an append).
-const COMMITTED_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 const PURGED: &str = "last_purged";
 pub(crate) const SNAPSHOT_META: &str = "snapshot_meta";
 pub(crate) const SNAPSHOT_DATA: &str = "snapshot_data";
@@ -127,17 +126,13 @@ fn io_err(subject: ErrorSubject<u64>, verb: ErrorVerb, e: impl ToString) -> Stor
     StorageIOError::new(subject, verb, openraft::AnyError::error(e.to_string())).into()
 }
 
-/// The commit position not yet written and when one was last written.
-type PendingCommitted = (Option<Vec<u8>>, Option<std::time::Instant>);
-
 /// The log store; clones share the database (the clone is the log reader).
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<Database>,
-    /// The newest commit position not yet written, and when one was last written: it goes
-    /// with an append at most every [`COMMITTED_EVERY`] (the extra table costs every
-    /// transaction it is in a page write).
-    committed: Arc<std::sync::Mutex<PendingCommitted>>,
+    /// The newest commit position not yet written: it goes with the next append, or with
+    /// [`LogStore::flush_committed`] when the member stops.
+    committed: Arc<std::sync::Mutex<Option<Vec<u8>>>>,
 }
 
 impl LogStore {
@@ -149,13 +144,29 @@ impl LogStore {
     }
 
     fn take_committed(&self) -> Option<Vec<u8>> {
-        let mut c = self.committed.lock().unwrap_or_else(|p| p.into_inner());
-        let due = c.1.is_none_or(|t| t.elapsed() >= COMMITTED_EVERY);
-        if !due || c.0.is_none() {
-            return None;
+        self.committed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
+    /// Writes the commit position not yet written, durably: when the member stops, so that
+    /// it restarts with everything it had applied (a crash only delays that until the leader
+    /// tells it the commit index again).
+    pub fn flush_committed(&self) -> Result<(), String> {
+        match self.take_committed() {
+            Some(bytes) => {
+                let mut tx = self.db.begin_write().map_err(|e| e.to_string())?;
+                tx.set_durability(Durability::Immediate);
+                {
+                    let mut m = tx.open_table(META).map_err(|e| e.to_string())?;
+                    m.insert(COMMITTED, bytes.as_slice())
+                        .map_err(|e| e.to_string())?;
+                }
+                tx.commit().map_err(|e| e.to_string())
+            }
+            None => Ok(()),
         }
-        c.1 = Some(std::time::Instant::now());
-        c.0.take()
     }
 
     fn read_range(&self, range: impl RangeBounds<u64>) -> Result<Vec<Entry>, String> {
@@ -251,7 +262,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         let bytes = serde_json::to_vec(&committed)
             .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
-        self.committed.lock().unwrap_or_else(|p| p.into_inner()).0 = Some(bytes);
+        *self.committed.lock().unwrap_or_else(|p| p.into_inner()) = Some(bytes);
         Ok(())
     }
 
