@@ -1,10 +1,12 @@
 //! [`RaftBackend`]: the [`Backend`] the client API runs on, over an openraft node.
 //!
 //! Any member accepts any request: a follower hands proposals, read barriers and membership
-//! changes to the leader over the peer API ([`Forward`]) and then waits until it has applied
-//! the leader's answer index itself, so a client reading from the member it wrote to sees its
-//! write. Client writes go through [`super::batch`]: the leader commits the writes queued
-//! meanwhile as one entry, and a follower forwards them to the leader in one request.
+//! changes to the leader over the peer API ([`Forward`]). For read barriers and membership
+//! changes it then waits until it has applied the leader's answer index itself; for client
+//! writes it answers at once and its local reads wait instead ([`Backend::local_read`]), so a
+//! client reading from the member it wrote to sees its write either way. Client writes go
+//! through [`super::batch`]: the leader commits the writes queued meanwhile as one entry, and a
+//! follower forwards them to the leader in one request.
 
 use super::batch::{Answers, Batcher};
 use super::network::{Forward, ForwardOk, LogLimiter, PeerClient, PeerError, WireError};
@@ -40,9 +42,18 @@ type Metrics = openraft::RaftMetrics<u64, Node>;
 type MembershipAt = Option<openraft::LogId<u64>>;
 type Change = ChangeMembers<u64, Node>;
 
+/// How long a joint configuration stays before the leader finishes it.
+const JOINT_GRACE: Duration = Duration::from_secs(2);
+/// How long a non-voting member stays before the leader removes it: longer than a member add
+/// may take between adding the learner and promoting it (it retries for up to 5 s while
+/// another change is in progress).
+const LEARNER_GRACE: Duration = Duration::from_secs(10);
+
 /// What a leader's membership needs to be whole (see [`RaftBackend::tidy_membership`]), with
-/// the log id of the membership it looked at.
-fn untidy(metrics: &tokio::sync::watch::Receiver<Metrics>) -> Option<(MembershipAt, Change)> {
+/// the log id of the membership it looked at and how long to leave it alone first.
+fn untidy(
+    metrics: &tokio::sync::watch::Receiver<Metrics>,
+) -> Option<(MembershipAt, Change, Duration)> {
     let m = metrics.borrow();
     if m.state != openraft::ServerState::Leader {
         return None;
@@ -52,7 +63,7 @@ fn untidy(metrics: &tokio::sync::watch::Receiver<Metrics>) -> Option<(Membership
     let configs = membership.get_joint_config();
     if configs.len() > 1 {
         let last = configs.last().cloned().unwrap_or_default();
-        return Some((at, ChangeMembers::ReplaceAllVoters(last)));
+        return Some((at, ChangeMembers::ReplaceAllVoters(last), JOINT_GRACE));
     }
     let voters: BTreeSet<u64> = membership.voter_ids().collect();
     let learners: BTreeSet<u64> = membership
@@ -60,7 +71,7 @@ fn untidy(metrics: &tokio::sync::watch::Receiver<Metrics>) -> Option<(Membership
         .map(|(id, _)| *id)
         .filter(|id| !voters.contains(id))
         .collect();
-    (!learners.is_empty()).then_some((at, ChangeMembers::RemoveNodes(learners)))
+    (!learners.is_empty()).then_some((at, ChangeMembers::RemoveNodes(learners), LEARNER_GRACE))
 }
 
 /// Why something could not be done on this member.
@@ -451,14 +462,14 @@ impl RaftBackend {
     ///   itself as a learner, and a member add that failed halfway leaves one; etcd's v2
     ///   members are all voters).
     ///
-    /// Either is left alone for a while first, since the leader making a change normally
-    /// finishes it at once. Runs until the member stops.
+    /// Either is left alone for a while first ([`JOINT_GRACE`], [`LEARNER_GRACE`]), since the
+    /// leader making a change normally finishes it at once. Runs until the member stops.
     pub async fn tidy_membership(&self) {
         let mut metrics = self.raft.metrics();
         loop {
-            if let Some((at, change)) = untidy(&metrics) {
-                tokio::time::sleep(Duration::from_secs(2)).await;
-                if untidy(&metrics).is_some_and(|(now, _)| now == at) {
+            if let Some((at, change, grace)) = untidy(&metrics) {
+                tokio::time::sleep(grace).await;
+                if untidy(&metrics).is_some_and(|(now, ..)| now == at) {
                     let shown = match &change {
                         ChangeMembers::ReplaceAllVoters(v) => format!("voters now {v:x?}"),
                         ChangeMembers::RemoveNodes(n) => format!("removed non-voting {n:x?}"),
