@@ -517,10 +517,9 @@ pub async fn run(
         t.abort();
     }
     let _ = raft.shutdown().await;
-    match tokio::task::spawn_blocking(move || log.flush_committed()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => eprintln!("kv {}: cannot write the commit position: {e}", cfg.name),
-        Err(e) => eprintln!("kv {}: cannot write the commit position: {e}", cfg.name),
+    let flushed = tokio::task::spawn_blocking(move || log.flush_committed()).await;
+    if let Err(e) = flushed.map_err(|e| e.to_string()).and_then(|r| r) {
+        eprintln!("kv {}: cannot write the commit position: {e}", cfg.name);
     }
     result
 }

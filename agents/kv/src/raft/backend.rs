@@ -205,7 +205,7 @@ impl RaftBackend {
     /// under load): instead its local reads and watches wait for every write it acknowledged
     /// ([`Backend::local_read`]), so a client still reads its writes from the member it wrote
     /// to, as with etcd.
-    async fn propose_here(&self, cmd: String) -> Result<ForwardOk, BackendError> {
+    async fn propose_here(&self, cmd: String) -> Result<String, BackendError> {
         let work = async {
             self.check_quorum()?;
             let leader = self.raft.metrics().borrow().current_leader;
@@ -234,14 +234,11 @@ impl RaftBackend {
             })?;
         self.acked
             .fetch_max(index, std::sync::atomic::Ordering::SeqCst);
-        Ok(ForwardOk::Answer(answer, index))
+        Ok(answer)
     }
 
     /// Runs `f` here, or on the leader when this member is not the leader.
     pub async fn run(&self, f: Forward) -> Result<ForwardOk, BackendError> {
-        if let Forward::Propose(cmd) = f {
-            return self.propose_here(cmd).await;
-        }
         let first = tokio::time::timeout(self.timeout, self.local(f.clone()))
             .await
             .map_err(|_| BackendError::Timeout("the proposal was not committed in time".into()))?;
@@ -307,11 +304,6 @@ impl RaftBackend {
     async fn local(&self, f: Forward) -> Result<ForwardOk, Local> {
         self.check_quorum()?;
         match f {
-            Forward::Propose(cmd) => {
-                let stopped = || fatal("the proposal batcher stopped");
-                let (answer, index) = self.lead.propose(cmd).await.ok_or_else(stopped)??;
-                Ok(ForwardOk::Answer(answer, index))
-            }
             Forward::ProposeAll(cmds) => {
                 let answers = self.lead.propose_all(cmds).await;
                 let id = self.id;
@@ -436,22 +428,19 @@ impl RaftBackend {
     }
 
     /// The log index of the membership that no longer has `id`, once this member has applied
-    /// it (it is committed then: the others have it too).
+    /// it (it is committed then: the others have it too), waiting up to 2 s.
     async fn removed_at(&self, id: u64) -> Option<u64> {
-        for _ in 0..40 {
-            {
-                let metrics = self.raft.metrics();
-                let m = metrics.borrow();
-                let config = &m.membership_config;
-                let at = config.log_id().map(|l| l.index);
-                let applied = m.last_applied.map(|l| l.index);
-                if config.membership().get_node(&id).is_none() && at <= applied {
-                    return at;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        None
+        let mut metrics = self.raft.metrics();
+        let applied = metrics.wait_for(|m| {
+            let at = m.membership_config.log_id().map(|l| l.index);
+            m.membership_config.membership().get_node(&id).is_none()
+                && at <= m.last_applied.map(|l| l.index)
+        });
+        let m = tokio::time::timeout(Duration::from_secs(2), applied)
+            .await
+            .ok()?
+            .ok()?;
+        m.membership_config.log_id().map(|l| l.index)
     }
 
     /// Leader housekeeping of the membership, for changes left half done:
@@ -597,10 +586,7 @@ impl Backend for RaftBackend {
         Box::pin(async move {
             let cmd = String::from_utf8(command)
                 .map_err(|_| BackendError::Other("commands are JSON text".into()))?;
-            match self.run(Forward::Propose(cmd)).await? {
-                ForwardOk::Answer(a, _) => Ok(a.into_bytes()),
-                other => Err(BackendError::Other(format!("unexpected answer {other:?}"))),
-            }
+            self.propose_here(cmd).await.map(String::into_bytes)
         })
     }
 

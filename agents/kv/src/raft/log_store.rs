@@ -132,7 +132,7 @@ pub struct LogStore {
     db: Arc<Database>,
     /// The newest commit position not yet written: it goes with the next append, or with
     /// [`LogStore::flush_committed`] when the member stops.
-    committed: Arc<std::sync::Mutex<Option<Vec<u8>>>>,
+    committed: Arc<std::sync::Mutex<Option<Option<LogId>>>>,
 }
 
 impl LogStore {
@@ -143,7 +143,7 @@ impl LogStore {
         }
     }
 
-    fn take_committed(&self) -> Option<Vec<u8>> {
+    fn take_committed(&self) -> Option<Option<LogId>> {
         self.committed
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -155,16 +155,7 @@ impl LogStore {
     /// tells it the commit index again).
     pub fn flush_committed(&self) -> Result<(), String> {
         match self.take_committed() {
-            Some(bytes) => {
-                let mut tx = self.db.begin_write().map_err(|e| e.to_string())?;
-                tx.set_durability(Durability::Immediate);
-                {
-                    let mut m = tx.open_table(META).map_err(|e| e.to_string())?;
-                    m.insert(COMMITTED, bytes.as_slice())
-                        .map_err(|e| e.to_string())?;
-                }
-                tx.commit().map_err(|e| e.to_string())
-            }
+            Some(c) => put_meta(&self.db, COMMITTED, &c, Durability::Immediate),
             None => Ok(()),
         }
     }
@@ -260,9 +251,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        let bytes = serde_json::to_vec(&committed)
-            .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
-        *self.committed.lock().unwrap_or_else(|p| p.into_inner()) = Some(bytes);
+        *self.committed.lock().unwrap_or_else(|p| p.into_inner()) = Some(committed);
         Ok(())
     }
 
@@ -288,7 +277,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             rows.push((e.log_id.index, bytes));
         }
         let db = self.db.clone();
-        let committed = self.take_committed();
+        let committed = match self.take_committed() {
+            Some(c) => Some(
+                serde_json::to_vec(&c)
+                    .map_err(|err| io_err(ErrorSubject::Store, ErrorVerb::Write, err))?,
+            ),
+            None => None,
+        };
         let write = move || -> Result<(), String> {
             let mut tx = db.begin_write().map_err(|e| e.to_string())?;
             tx.set_durability(Durability::Immediate);

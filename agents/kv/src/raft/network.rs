@@ -46,9 +46,8 @@ pub const TOKEN_HEADER: &str = "x-crust-token-hash";
 /// What a follower asks the leader to do on its behalf.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Forward {
-    /// A client write (the JSON of a store command).
-    Propose(String),
-    /// Client writes a follower received meanwhile, answered one by one.
+    /// Client writes (the JSON of store commands) a follower received meanwhile, answered
+    /// one by one.
     ProposeAll(Vec<String>),
     /// The leader's read index, confirmed by a quorum (the follower then waits to apply it).
     ReadIndex,
@@ -72,9 +71,8 @@ pub enum Forward {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ForwardOk {
-    /// The store's answer and the log index it was committed at.
-    Answer(String, u64),
-    /// For [`Forward::ProposeAll`]: each write's answer and index, or why it failed.
+    /// For [`Forward::ProposeAll`]: each write's answer (the store's) and the log index it
+    /// was committed at, or why it failed.
     Answers(Vec<Result<(String, u64), WireError>>),
     ReadIndex(u64),
     /// Membership changes: the result and the log index of the change.
@@ -91,10 +89,7 @@ impl ForwardOk {
                 .filter_map(|r| r.as_ref().ok().map(|(_, i)| *i))
                 .max()
                 .unwrap_or(0),
-            ForwardOk::Answer(_, i)
-            | ForwardOk::ReadIndex(i)
-            | ForwardOk::Member(_, i)
-            | ForwardOk::Done(i) => *i,
+            ForwardOk::ReadIndex(i) | ForwardOk::Member(_, i) | ForwardOk::Done(i) => *i,
         }
     }
 }

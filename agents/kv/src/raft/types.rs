@@ -12,25 +12,26 @@ use std::io::Cursor;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cmd(pub Vec<String>);
 
-#[derive(serde::Serialize, serde::Deserialize)]
+/// How a [`Cmd`] reads: a lone string or a list.
+#[derive(serde::Deserialize)]
 #[serde(untagged)]
-enum CmdRepr<T> {
+enum CmdRepr {
     One(String),
-    Many(T),
+    Many(Vec<String>),
 }
 
 impl serde::Serialize for Cmd {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self.0.as_slice() {
-            [one] => CmdRepr::<&[String]>::One(one.clone()).serialize(s),
-            many => CmdRepr::Many(many).serialize(s),
+            [one] => s.serialize_str(one),
+            many => many.serialize(s),
         }
     }
 }
 
 impl<'de> serde::Deserialize<'de> for Cmd {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(match CmdRepr::<Vec<String>>::deserialize(d)? {
+        Ok(match CmdRepr::deserialize(d)? {
             CmdRepr::One(one) => Cmd(vec![one]),
             CmdRepr::Many(many) => Cmd(many),
         })
