@@ -52,9 +52,10 @@ pub enum BackendError {
 
 /// What the HTTP layer needs from replication.
 pub trait Backend: Send + Sync + 'static {
-    /// Replicates `command` and returns what [`Apply::apply`] answered on this member once the
-    /// entry is committed and applied here. Any member accepts proposals (forwarding to the
-    /// leader is the backend's job).
+    /// Replicates `command` and returns what [`Apply::apply`] answered once the entry is
+    /// committed and applied (on the leader; a member that answers before applying it itself
+    /// makes [`Backend::local_read`] wait for it). Any member accepts proposals (forwarding to
+    /// the leader is the backend's job).
     fn propose(&self, command: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>, BackendError>>;
     /// Returns once this member has applied everything committed before the call (a read
     /// barrier for `quorum=true`).

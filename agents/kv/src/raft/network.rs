@@ -2,9 +2,10 @@
 //!
 //! Routes (all JSON, all POST except `/raft/cluster`):
 //! - `/raft/append`, `/raft/vote`, `/raft/snapshot`: openraft's RPCs, answered with
-//!   `Result<response, RaftError>`;
-//! - `/raft/forward`: a [`Forward`] a follower hands to the leader (client proposals, read
-//!   barriers, membership changes), answered with `Result<ForwardOk, WireError>`;
+//!   `Result<response, RaftError>`; the leader answers a vote request from a member it no
+//!   longer has with `410 Gone`, and a member told so stops;
+//! - `/raft/forward`: a [`Forward`] a follower hands to the leader (batches of client
+//!   writes, read barriers, membership changes), answered with `Result<ForwardOk, WireError>`;
 //! - `/raft/removed`: the leader's notice to a member it removed (it stops, as etcd does);
 //! - `GET /raft/cluster`: the cluster id and members, for a member joining with
 //!   `--initial-cluster-state existing` (it sends a hash of its token instead of a cluster id).
