@@ -14,6 +14,7 @@ use crate::api::{self, Api};
 use crate::backend::Backend;
 use crate::config::{ClusterState, Config};
 use crate::raft::backend::RaftBackend;
+use crate::raft::durable::CommitGate;
 use crate::raft::log_store::{self, Identity, LogStore};
 use crate::raft::network::{self, ClusterInfo, Network, PeerClient};
 use crate::raft::state_machine::StateMachine;
@@ -364,16 +365,19 @@ pub async fn run(
     } = prepared.identity;
     let token = token.clone();
     let store = Arc::new(Store::new());
+    let log = LogStore::open(prepared.db.clone(), id).map_err(|e| data_err(&cfg.data_dir, e))?;
     let sm = StateMachine::open(store.clone(), prepared.db.clone())
-        .map_err(|e| data_err(&cfg.data_dir, e))?;
+        .map_err(|e| data_err(&cfg.data_dir, e))?
+        .after_log(log.durable());
     let client = Arc::new(PeerClient::new(&cfg.name, id, cid));
     let applied = sm.applied_index();
-    let log = LogStore::new(prepared.db.clone());
+    let commits = CommitGate::new(log.durable());
     let raft = Raft::new(
         id,
         Arc::new(raft_config(&cfg)?),
         Network {
             client: client.clone(),
+            commits: commits.clone(),
         },
         log.clone(),
         sm,
@@ -391,7 +395,7 @@ pub async fn run(
         Duration::from_millis((cfg.election_ms * 5).max(5000)),
     ));
 
-    let mut tasks = Vec::new();
+    let mut tasks = vec![tokio::spawn(commits.release(raft.clone()))];
     let mut peer_addrs = Vec::new();
     for l in listeners.peer {
         let (addr, l) = async_listener(l, "peer")?;
@@ -517,7 +521,7 @@ pub async fn run(
         t.abort();
     }
     let _ = raft.shutdown().await;
-    let flushed = tokio::task::spawn_blocking(move || log.flush_committed()).await;
+    let flushed = tokio::task::spawn_blocking(move || log.close()).await;
     if let Err(e) = flushed.map_err(|e| e.to_string()).and_then(|r| r) {
         eprintln!("kv {}: cannot write the commit position: {e}", cfg.name);
     }

@@ -1,10 +1,11 @@
 //! Proposal batching: client writes that arrive while earlier ones are being committed travel
 //! together.
 //!
-//! openraft 0.9 appends, fsyncs and replicates one entry at a time, so one command per entry
-//! costs a disk flush and a replication round per client write. A [`Batcher`] keeps at most
-//! [`IN_FLIGHT`] batches under way and puts everything queued meanwhile into the next one (up
-//! to [`MAX_BATCH`] commands or [`MAX_BATCH_BYTES`]). The leader submits a batch as one log
+//! openraft 0.9 handles every log entry in its one core task (append, replication progress,
+//! commit, apply), so one command per entry costs that bookkeeping per client write, and a
+//! follower's forwarded write costs a peer request. A [`Batcher`] keeps at most [`IN_FLIGHT`]
+//! batches under way and puts everything queued meanwhile into the next one (up to
+//! [`MAX_BATCH`] commands or [`MAX_BATCH_BYTES`]). The leader submits a batch as one log
 //! entry; a follower forwards a batch to the leader in one peer request. etcd batches its
 //! proposals the same way (all proposals of a raft `Ready` share one WAL write).
 
@@ -12,8 +13,10 @@ use std::future::Future;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-/// Batches under way at once.
-pub const IN_FLIGHT: usize = 2;
+/// Batches under way at once. Since a leader's append no longer waits for its fsync (see
+/// [`super::log_store`]), more batches in flight mean less waiting in the queue: at 16
+/// clients, 8 measured about a fifth more writes per second than 2 or 4; 16 and 32 no more.
+pub const IN_FLIGHT: usize = 8;
 /// Commands per batch at most.
 pub const MAX_BATCH: usize = 512;
 /// Bytes of commands per batch at most (a single command may exceed it alone).

@@ -4,25 +4,39 @@
 //! the small records (`meta`: vote, committed, last purged id) and the latest snapshot
 //! (written by [`super::state_machine`]).
 //!
-//! fsync policy: every append, vote, truncation and purge is its own write transaction
-//! committed with [`redb::Durability::Immediate`] (redb fsyncs before `commit` returns), and
-//! openraft is told entries are flushed only after that commit, so a member never acknowledges
-//! an entry or a vote it could lose in a crash. Appends carry many client writes each (the
-//! leader batches proposals, see [`super::batch`]), so one fsync covers a whole batch. The
-//! commit position is not written on its own (on Linux even redb's `Eventual` durability is an
-//! fsync): it is kept in memory and written with the next append, and when the member stops.
-//! Losing it in a crash only means a restarted member re-applies fewer entries until the leader
-//! tells it the commit index again.
-//! The commits run on tokio's blocking pool so an fsync never holds up a runtime worker.
+//! fsync policy:
+//! - One writer thread performs every change (append, vote, truncation, purge) in the order
+//!   openraft asked for it. It puts everything queued while the previous commit ran into one
+//!   redb write transaction committed with [`redb::Durability::Immediate`] (redb fsyncs before
+//!   `commit` returns): one fsync covers many appends.
+//! - A vote, truncation or purge returns once it is durable. A follower's append is reported
+//!   flushed only once it is durable, so a member never acknowledges an entry or a vote it
+//!   could lose in a crash.
+//! - A leader's own append is reported flushed as soon as it is queued, so that openraft
+//!   replicates it while the leader's disk writes it (openraft 0.9 waits for the flush report
+//!   before it replicates). The leader then counts itself towards a quorum early; what keeps
+//!   that safe is [`super::durable`]: no member applies an entry (so no client is answered)
+//!   before it is durable on that member, and a leader never tells followers an entry is
+//!   committed before it is durable on the leader. A quorum of durable copies therefore stands
+//!   behind everything anyone has observed, as with etcd, whose leader also writes its log
+//!   while it sends it.
+//! - Entries not yet durable stay readable from memory (the tail) for replication.
+//! - The commit position is not written on its own (on Linux even redb's `Eventual`
+//!   durability is an fsync): it is kept in memory and written with the next transaction, and
+//!   when the member stops. Losing it in a crash only means a restarted member re-applies
+//!   fewer entries until the leader tells it the commit index again.
 
+use super::durable::Durable;
 use super::types::{Entry, LogId, StorageError, TypeConfig, Vote};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader, StorageIOError};
 use redb::{Database, Durability, ReadableTable, TableDefinition};
+use std::collections::BTreeMap;
 use std::fmt::Debug;
-use std::ops::RangeBounds;
+use std::ops::{Bound, RangeBounds};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use tokio::sync::{oneshot, watch};
 
 pub(crate) const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -106,105 +120,328 @@ pub(crate) fn get_meta<T: serde::de::DeserializeOwned>(
     }
 }
 
-pub(crate) fn put_meta<T: serde::Serialize>(
-    db: &Database,
-    key: &str,
-    value: &T,
-    durability: Durability,
-) -> Result<(), String> {
-    let bytes = serde_json::to_vec(value).map_err(|e| e.to_string())?;
-    let mut tx = db.begin_write().map_err(|e| e.to_string())?;
-    tx.set_durability(durability);
-    {
-        let mut t = tx.open_table(META).map_err(|e| e.to_string())?;
-        t.insert(key, bytes.as_slice()).map_err(|e| e.to_string())?;
-    }
-    tx.commit().map_err(|e| e.to_string())
-}
-
 fn io_err(subject: ErrorSubject<u64>, verb: ErrorVerb, e: impl ToString) -> StorageError {
     StorageIOError::new(subject, verb, openraft::AnyError::error(e.to_string())).into()
 }
 
-/// The log store; clones share the database (the clone is the log reader).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A change for the writer thread. `done` hears the outcome once it is durable (or failed).
+enum Op {
+    Append {
+        rows: Vec<(LogId, Vec<u8>)>,
+        /// `None` for a leader's append, reported flushed when it was queued.
+        flushed: Option<LogFlushed<TypeConfig>>,
+    },
+    Truncate {
+        from: u64,
+        done: oneshot::Sender<Result<(), String>>,
+    },
+    Purge {
+        upto: LogId,
+        done: oneshot::Sender<Result<(), String>>,
+    },
+    Meta {
+        key: &'static str,
+        bytes: Vec<u8>,
+        done: oneshot::Sender<Result<(), String>>,
+    },
+    /// Ends the writer once what was queued before it is written.
+    Stop,
+}
+
+impl Op {
+    fn finish(self, result: &Result<(), String>) {
+        match self {
+            Op::Append { flushed, .. } => {
+                if let Some(f) = flushed {
+                    f.log_io_completed(result.clone().map_err(std::io::Error::other));
+                }
+            }
+            Op::Truncate { done, .. } | Op::Purge { done, .. } | Op::Meta { done, .. } => {
+                let _ = done.send(result.clone());
+            }
+            Op::Stop => {}
+        }
+    }
+}
+
+/// What the log store's clones and its writer thread share. The writer holds no sender, so
+/// it ends (and lets go of the database) once the last [`LogStore`] is dropped.
+struct Shared {
+    db: Arc<Database>,
+    /// This member's id: appends made under its own committed vote are a leader's.
+    me: u64,
+    /// Entries queued but not yet durable, by index: always a suffix of the log.
+    tail: Mutex<BTreeMap<u64, Entry>>,
+    /// The last vote saved or read.
+    vote: Mutex<Option<Vote>>,
+    /// The newest commit position not yet written: it goes with the next transaction, or with
+    /// [`LogStore::close`] when the member stops.
+    committed: Mutex<Option<Option<LogId>>>,
+    durable: watch::Sender<Durable>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// The log store; clones share the database and the writer (the clone is the log reader).
 #[derive(Clone)]
 pub struct LogStore {
-    db: Arc<Database>,
-    /// The newest commit position not yet written: it goes with the next append, or with
-    /// [`LogStore::flush_committed`] when the member stops.
-    committed: Arc<std::sync::Mutex<Option<Option<LogId>>>>,
+    shared: Arc<Shared>,
+    writer: mpsc::Sender<Op>,
 }
 
 impl LogStore {
-    pub fn new(db: Arc<Database>) -> LogStore {
-        LogStore {
+    /// The log store of member `me` in `db`, with its writer thread.
+    pub fn open(db: Arc<Database>, me: u64) -> Result<LogStore, String> {
+        let last = last_log_id(&db)?;
+        let shared = Arc::new(Shared {
             db,
-            committed: Arc::default(),
-        }
+            me,
+            tail: Mutex::default(),
+            vote: Mutex::default(),
+            committed: Mutex::default(),
+            durable: watch::Sender::new(Durable { last, failed: None }),
+            writer: Mutex::default(),
+        });
+        let (writer, rx) = mpsc::channel();
+        let w = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("kv-log-writer".into())
+            .spawn(move || run_writer(&w, &rx))
+            .map_err(|e| format!("cannot start the log writer thread: {e}"))?;
+        *lock(&shared.writer) = Some(thread);
+        Ok(LogStore { shared, writer })
     }
 
-    fn take_committed(&self) -> Option<Option<LogId>> {
-        self.committed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
+    /// Follows what is durable in this member's log.
+    pub fn durable(&self) -> watch::Receiver<Durable> {
+        self.shared.durable.subscribe()
     }
 
-    /// Writes the commit position not yet written, durably: when the member stops, so that
-    /// it restarts with everything it had applied (a crash only delays that until the leader
-    /// tells it the commit index again).
-    pub fn flush_committed(&self) -> Result<(), String> {
-        match self.take_committed() {
-            Some(c) => put_meta(&self.db, COMMITTED, &c, Durability::Immediate),
-            None => Ok(()),
+    /// Queues `op`; an error if the writer failed earlier (it then refuses everything).
+    fn queue(&self, op: Op) -> Result<(), String> {
+        if let Some(e) = &self.shared.durable.borrow().failed {
+            let e = e.to_string();
+            op.finish(&Err(e.clone()));
+            return Err(e);
         }
+        self.writer.send(op).map_err(|e| {
+            let why = "the log writer has stopped".to_string();
+            e.0.finish(&Err(why.clone()));
+            why
+        })
+    }
+
+    /// Queues `op` built around a completion and waits until it is durable.
+    async fn write(
+        &self,
+        op: impl FnOnce(oneshot::Sender<Result<(), String>>) -> Op,
+    ) -> Result<(), String> {
+        let (done, rx) = oneshot::channel();
+        self.queue(op(done))?;
+        rx.await
+            .map_err(|_| "the log writer has stopped".to_string())
+            .and_then(|r| r)
+    }
+
+    /// Whether this member leads under its last saved vote.
+    fn leading(&self) -> bool {
+        lock(&self.shared.vote)
+            .is_some_and(|v| v.committed && v.leader_id.node_id == self.shared.me)
+    }
+
+    /// Writes the commit position not yet written, durably, and ends the writer thread once
+    /// everything queued is written: when the member stops, so that it restarts with
+    /// everything it had applied (a crash only delays that until the leader tells it the
+    /// commit index again), and so that the database is no longer written once the member is
+    /// gone. Blocks.
+    pub fn close(&self) -> Result<(), String> {
+        let mut result = Ok(());
+        let pending = lock(&self.shared.committed).take();
+        if let Some(c) = pending {
+            let bytes = serde_json::to_vec(&c).map_err(|e| e.to_string())?;
+            let (done, rx) = oneshot::channel();
+            result = self
+                .queue(Op::Meta {
+                    key: COMMITTED,
+                    bytes,
+                    done,
+                })
+                .and_then(|()| {
+                    rx.blocking_recv()
+                        .map_err(|_| "the log writer has stopped".to_string())
+                        .and_then(|r| r)
+                });
+        }
+        let _ = self.writer.send(Op::Stop);
+        let thread = lock(&self.shared.writer).take();
+        if let Some(thread) = thread {
+            let _ = thread.join();
+        }
+        result
     }
 
     fn read_range(&self, range: impl RangeBounds<u64>) -> Result<Vec<Entry>, String> {
-        let tx = self.db.begin_read().map_err(|e| e.to_string())?;
-        let t = tx.open_table(LOG).map_err(|e| e.to_string())?;
+        let from = match range.start_bound() {
+            Bound::Included(&i) => i,
+            Bound::Excluded(&i) => i.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let to = match range.end_bound() {
+            Bound::Included(&i) => i.saturating_add(1),
+            Bound::Excluded(&i) => i,
+            Bound::Unbounded => u64::MAX,
+        };
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        // The tail first: whatever is not in it at this moment is in redb already.
+        let (tail_start, pending) = {
+            let tail = lock(&self.shared.tail);
+            let start = tail.keys().next().copied().unwrap_or(u64::MAX);
+            let pending: Vec<Entry> = tail.range(from..to).map(|(_, e)| e.clone()).collect();
+            (start, pending)
+        };
         let mut out = Vec::new();
-        for item in t.range(range).map_err(|e| e.to_string())? {
-            let (_, v) = item.map_err(|e| e.to_string())?;
-            out.push(serde_json::from_slice(v.value()).map_err(|e| e.to_string())?);
-        }
-        Ok(out)
-    }
-
-    fn last_entry(&self) -> Result<Option<Entry>, String> {
-        let tx = self.db.begin_read().map_err(|e| e.to_string())?;
-        let t = tx.open_table(LOG).map_err(|e| e.to_string())?;
-        let last = t.last().map_err(|e| e.to_string())?;
-        match last {
-            Some((_, v)) => serde_json::from_slice(v.value())
-                .map(Some)
-                .map_err(|e| e.to_string()),
-            None => Ok(None),
-        }
-    }
-
-    /// Removes the entries in `range` and optionally records a new last-purged id, in one
-    /// durable transaction.
-    fn remove_range(
-        &self,
-        range: impl RangeBounds<u64>,
-        purged: Option<&LogId>,
-    ) -> Result<(), String> {
-        let mut tx = self.db.begin_write().map_err(|e| e.to_string())?;
-        tx.set_durability(Durability::Immediate);
-        {
-            let mut t = tx.open_table(LOG).map_err(|e| e.to_string())?;
-            t.retain_in(range, |_, _| false)
-                .map_err(|e| e.to_string())?;
-            if let Some(p) = purged {
-                let bytes = serde_json::to_vec(p).map_err(|e| e.to_string())?;
-                let mut m = tx.open_table(META).map_err(|e| e.to_string())?;
-                m.insert(PURGED, bytes.as_slice())
-                    .map_err(|e| e.to_string())?;
+        if from < tail_start {
+            let tx = self.shared.db.begin_read().map_err(|e| e.to_string())?;
+            let t = tx.open_table(LOG).map_err(|e| e.to_string())?;
+            for item in t
+                .range(from..to.min(tail_start))
+                .map_err(|e| e.to_string())?
+            {
+                let (_, v) = item.map_err(|e| e.to_string())?;
+                out.push(serde_json::from_slice(v.value()).map_err(|e| e.to_string())?);
             }
         }
-        tx.commit().map_err(|e| e.to_string())
+        out.extend(pending);
+        Ok(out)
     }
+}
+
+/// The id of the last entry in redb, or of the last purged one when the log is empty.
+fn last_log_id(db: &Database) -> Result<Option<LogId>, String> {
+    let tx = db.begin_read().map_err(|e| e.to_string())?;
+    let t = tx.open_table(LOG).map_err(|e| e.to_string())?;
+    if let Some((_, v)) = t.last().map_err(|e| e.to_string())? {
+        let e: Entry = serde_json::from_slice(v.value()).map_err(|e| e.to_string())?;
+        return Ok(Some(e.log_id));
+    }
+    get_meta(db, PURGED)
+}
+
+/// The writer thread: each round takes everything queued, writes it in one durable
+/// transaction, then reports.
+fn run_writer(shared: &Shared, rx: &mpsc::Receiver<Op>) {
+    let mut stopping = false;
+    while !stopping {
+        let Ok(first) = rx.recv() else { return };
+        // Taken before the queue is drained, so it never names an entry not in this round.
+        let committed = lock(&shared.committed).take();
+        let mut ops: Vec<Op> = std::iter::once(first).chain(rx.try_iter()).collect();
+        if let Some(at) = ops.iter().position(|op| matches!(op, Op::Stop)) {
+            stopping = true;
+            for late in ops.split_off(at) {
+                late.finish(&Err("the log writer has stopped".into()));
+            }
+        }
+        if ops.is_empty() {
+            continue;
+        }
+        let failed = shared.durable.borrow().failed.clone();
+        let result = match failed {
+            Some(e) => Err(e.to_string()),
+            None => write_round(&shared.db, &ops, committed),
+        };
+        let result = match result {
+            Ok(last) => {
+                let mut tail = lock(&shared.tail);
+                for op in &ops {
+                    if let Op::Append { rows, .. } = op {
+                        for (id, _) in rows {
+                            // Unless a truncation replaced it meanwhile.
+                            if tail.get(&id.index).is_some_and(|e| e.log_id == *id) {
+                                tail.remove(&id.index);
+                            }
+                        }
+                    }
+                }
+                drop(tail);
+                if let Some(last) = last {
+                    shared.durable.send_modify(|d| d.last = last);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let e = format!("cannot write the raft log: {e}");
+                shared
+                    .durable
+                    .send_modify(|d| d.failed = Some(e.as_str().into()));
+                Err(e)
+            }
+        };
+        for op in ops {
+            op.finish(&result);
+        }
+    }
+}
+
+/// Writes `ops` in order in one durable transaction; answers the new last durable log id
+/// when it changed.
+fn write_round(
+    db: &Database,
+    ops: &[Op],
+    committed: Option<Option<LogId>>,
+) -> Result<Option<Option<LogId>>, String> {
+    let mut tx = db.begin_write().map_err(|e| e.to_string())?;
+    tx.set_durability(Durability::Immediate);
+    let mut last = None;
+    let mut reread = false;
+    {
+        let mut log = tx.open_table(LOG).map_err(|e| e.to_string())?;
+        let mut meta = tx.open_table(META).map_err(|e| e.to_string())?;
+        for op in ops {
+            match op {
+                Op::Append { rows, .. } => {
+                    for (id, bytes) in rows {
+                        log.insert(id.index, bytes.as_slice())
+                            .map_err(|e| e.to_string())?;
+                        last = Some(Some(*id));
+                    }
+                }
+                Op::Truncate { from, .. } => {
+                    log.retain_in(*from.., |_, _| false)
+                        .map_err(|e| e.to_string())?;
+                    reread = true;
+                }
+                Op::Purge { upto, .. } => {
+                    log.retain_in(..=upto.index, |_, _| false)
+                        .map_err(|e| e.to_string())?;
+                    let bytes = serde_json::to_vec(upto).map_err(|e| e.to_string())?;
+                    meta.insert(PURGED, bytes.as_slice())
+                        .map_err(|e| e.to_string())?;
+                    reread = true;
+                }
+                Op::Meta { key, bytes, .. } => {
+                    meta.insert(*key, bytes.as_slice())
+                        .map_err(|e| e.to_string())?;
+                }
+                Op::Stop => {}
+            }
+        }
+        if let Some(c) = committed {
+            let bytes = serde_json::to_vec(&c).map_err(|e| e.to_string())?;
+            meta.insert(COMMITTED, bytes.as_slice())
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    tx.commit().map_err(|e| e.to_string())?;
+    if reread {
+        return last_log_id(db).map(Some);
+    }
+    Ok(last)
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -221,12 +458,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let purged: Option<LogId> = get_meta(&self.db, PURGED)
-            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
-        let last = self
-            .last_entry()
-            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))?
-            .map(|e| e.log_id);
+        let read = |e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e);
+        let purged: Option<LogId> = get_meta(&self.shared.db, PURGED).map_err(read)?;
+        let queued = lock(&self.shared.tail)
+            .last_key_value()
+            .map(|(_, e)| e.log_id);
+        let last = match queued {
+            Some(l) => Some(l),
+            None => last_log_id(&self.shared.db).map_err(read)?,
+        };
         Ok(LogState {
             last_purged_log_id: purged,
             last_log_id: last.or(purged),
@@ -238,25 +478,32 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
-        let db = self.db.clone();
-        let vote = *vote;
-        tokio::task::spawn_blocking(move || put_meta(&db, VOTE, &vote, Durability::Immediate))
-            .await
-            .map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Write, e))?
-            .map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Write, e))
+        let write = |e: String| io_err(ErrorSubject::Vote, ErrorVerb::Write, e);
+        let bytes = serde_json::to_vec(vote).map_err(|e| write(e.to_string()))?;
+        *lock(&self.shared.vote) = Some(*vote);
+        self.write(|done| Op::Meta {
+            key: VOTE,
+            bytes,
+            done,
+        })
+        .await
+        .map_err(write)
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
-        get_meta(&self.db, VOTE).map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Read, e))
+        let vote: Option<Vote> = get_meta(&self.shared.db, VOTE)
+            .map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Read, e))?;
+        *lock(&self.shared.vote) = vote;
+        Ok(vote)
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        *self.committed.lock().unwrap_or_else(|p| p.into_inner()) = Some(committed);
+        *lock(&self.shared.committed) = Some(committed);
         Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        Ok(get_meta::<Option<LogId>>(&self.db, COMMITTED)
+        Ok(get_meta::<Option<LogId>>(&self.shared.db, COMMITTED)
             .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Read, e))?
             .flatten())
     }
@@ -270,59 +517,47 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let write = |e: String| io_err(ErrorSubject::Logs, ErrorVerb::Write, e);
         let mut rows = Vec::new();
+        let mut queued = Vec::new();
         for e in entries {
-            let bytes = serde_json::to_vec(&e)
-                .map_err(|err| io_err(ErrorSubject::Logs, ErrorVerb::Write, err))?;
-            rows.push((e.log_id.index, bytes));
+            let bytes = serde_json::to_vec(&e).map_err(|err| write(err.to_string()))?;
+            rows.push((e.log_id, bytes));
+            queued.push(e);
         }
-        let db = self.db.clone();
-        let committed = match self.take_committed() {
-            Some(c) => Some(
-                serde_json::to_vec(&c)
-                    .map_err(|err| io_err(ErrorSubject::Store, ErrorVerb::Write, err))?,
-            ),
-            None => None,
-        };
-        let write = move || -> Result<(), String> {
-            let mut tx = db.begin_write().map_err(|e| e.to_string())?;
-            tx.set_durability(Durability::Immediate);
-            {
-                let mut t = tx.open_table(LOG).map_err(|e| e.to_string())?;
-                for (i, b) in &rows {
-                    t.insert(*i, b.as_slice()).map_err(|e| e.to_string())?;
-                }
-                if let Some(c) = &committed {
-                    let mut m = tx.open_table(META).map_err(|e| e.to_string())?;
-                    m.insert(COMMITTED, c.as_slice())
-                        .map_err(|e| e.to_string())?;
-                }
-            }
-            tx.commit().map_err(|e| e.to_string())
-        };
-        let r = tokio::task::spawn_blocking(write)
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r);
-        match r {
-            Ok(()) => {
-                callback.log_io_completed(Ok(()));
-                Ok(())
-            }
-            Err(e) => {
-                callback.log_io_completed(Err(std::io::Error::other(e.clone())));
-                Err(io_err(ErrorSubject::Logs, ErrorVerb::Write, e))
+        {
+            let mut tail = lock(&self.shared.tail);
+            for e in queued {
+                tail.insert(e.log_id.index, e);
             }
         }
+        let flushed = if self.leading() {
+            callback.log_io_completed(Ok(()));
+            None
+        } else {
+            Some(callback)
+        };
+        self.queue(Op::Append { rows, flushed }).map_err(write)
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        self.remove_range(log_id.index.., None)
-            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))
+        lock(&self.shared.tail).split_off(&log_id.index);
+        self.write(|done| Op::Truncate {
+            from: log_id.index,
+            done,
+        })
+        .await
+        .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        self.remove_range(..=log_id.index, Some(&log_id))
+        {
+            let mut tail = lock(&self.shared.tail);
+            let kept = tail.split_off(&(log_id.index + 1));
+            *tail = kept;
+        }
+        self.write(|done| Op::Purge { upto: log_id, done })
+            .await
             .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))
     }
 }

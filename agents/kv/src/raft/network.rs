@@ -19,6 +19,7 @@
 //! default).
 
 use super::backend::RaftBackend;
+use super::durable::CommitGate;
 use super::types::{Node, TypeConfig};
 use crate::backend::BackendError;
 use axum::body::Bytes;
@@ -379,10 +380,12 @@ async fn connect(authority: &str, url: &str) -> Result<Sender, PeerError> {
 /// openraft's network factory: one [`PeerConn`] per target member.
 pub struct Network {
     pub client: Arc<PeerClient>,
+    pub commits: Arc<CommitGate>,
 }
 
 pub struct PeerConn {
     client: Arc<PeerClient>,
+    commits: Arc<CommitGate>,
     target: u64,
     url: String,
 }
@@ -393,6 +396,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: u64, node: &Node) -> PeerConn {
         PeerConn {
             client: self.client.clone(),
+            commits: self.commits.clone(),
             target,
             url: node.peer_urls.first().cloned().unwrap_or_default(),
         }
@@ -428,9 +432,10 @@ impl PeerConn {
 impl RaftNetwork<TypeConfig> for PeerConn {
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, Node, RaftError<u64>>> {
+        self.commits.clamp(&mut rpc.leader_commit);
         self.rpc("/raft/append", &rpc, &option).await
     }
 

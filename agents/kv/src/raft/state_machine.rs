@@ -5,7 +5,11 @@
 //! re-applies the committed entries after it from the log, so a restarted member recovers its
 //! data from its data dir alone. A snapshot is written (redb, `Immediate`) before openraft may
 //! purge the entries it covers.
+//!
+//! In a member, the state machine applies an entry only once it is durable in the member's
+//! own log ([`StateMachine::after_log`], see [`super::durable`]).
 
+use super::durable::Durable;
 use super::log_store::{get_meta, SNAPSHOT_DATA, SNAPSHOT_META};
 use super::types::{
     Answer, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
@@ -71,6 +75,8 @@ pub struct StateMachine<A: Apply> {
     snapshots_built: Arc<AtomicU64>,
     /// The index of the last applied entry, for members waiting to apply a write.
     applied: tokio::sync::watch::Sender<u64>,
+    /// What is durable in the member's log, when applies wait for it.
+    durable: Option<tokio::sync::watch::Receiver<Durable>>,
 }
 
 impl<A: Apply> StateMachine<A> {
@@ -83,6 +89,7 @@ impl<A: Apply> StateMachine<A> {
             membership: StoredMembership::default(),
             snapshots_built: Arc::new(AtomicU64::new(0)),
             applied: tokio::sync::watch::channel(0).0,
+            durable: None,
         };
         if let Some((meta, data)) = load_snapshot(&sm.db)? {
             sm.app
@@ -93,6 +100,12 @@ impl<A: Apply> StateMachine<A> {
             sm.published();
         }
         Ok(sm)
+    }
+
+    /// Applies entries only once `durable` shows them on disk in the member's own log.
+    pub fn after_log(mut self, durable: tokio::sync::watch::Receiver<Durable>) -> Self {
+        self.durable = Some(durable);
+        self
     }
 
     /// Follows the index of the last applied entry.
@@ -145,7 +158,11 @@ impl<A: Apply> RaftStateMachine<TypeConfig> for StateMachine<A> {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut out = Vec::new();
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        if let (Some(durable), Some(last)) = (self.durable.as_mut(), entries.last()) {
+            Durable::wait_for(durable, last.log_id.index).await?;
+        }
+        let mut out = Vec::with_capacity(entries.len());
         for e in entries {
             self.last_applied = Some(e.log_id);
             match e.payload {

@@ -1,5 +1,6 @@
 //! The storage against openraft's shared storage suite, and recovery from the redb file.
 
+use super::durable::{CommitGate, Durable};
 use super::log_store::{open_db, LogStore};
 use super::state_machine::StateMachine;
 use super::types::{Cmd, Entry, LogId, StorageError, TypeConfig};
@@ -19,7 +20,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine<Store>, tempfile::TempDir> 
         let dir = tempfile::tempdir().expect("tempdir");
         let db = open_db(&dir.path().join("raft.redb"), true).expect("open db");
         let sm = StateMachine::open(Arc::new(Store::new()), db.clone()).expect("sm");
-        Ok((dir, LogStore::new(db), sm))
+        Ok((dir, LogStore::open(db, 0).expect("log store"), sm))
     }
 }
 
@@ -57,7 +58,7 @@ fn log_vote_and_snapshot_survive_reopening() {
     let path = dir.path().join("raft.redb");
     rt().block_on(async {
         let db = open_db(&path, true).expect("create");
-        let mut log = LogStore::new(db.clone());
+        let mut log = LogStore::open(db.clone(), 0).expect("log store");
         let store = Arc::new(Store::new());
         let mut sm = StateMachine::open(store.clone(), db.clone()).expect("sm");
         let entries: Vec<Entry> = (1..=5)
@@ -79,7 +80,7 @@ fn log_vote_and_snapshot_survive_reopening() {
     // A new process: the store comes back from the snapshot, the log and vote from redb.
     rt().block_on(async {
         let db = open_db(&path, false).expect("reopen");
-        let mut log = LogStore::new(db.clone());
+        let mut log = LogStore::open(db.clone(), 0).expect("log store");
         let store = Arc::new(Store::new());
         let mut sm = StateMachine::open(store.clone(), db).expect("sm");
         let (applied, _) = sm.applied_state().await.expect("applied");
@@ -106,4 +107,139 @@ fn garbage_is_not_a_database_and_stays_untouched() {
     std::fs::write(&path, &junk).expect("write");
     assert!(open_db(&path, false).is_err());
     assert_eq!(std::fs::read(&path).expect("read"), junk);
+}
+
+fn entries(term: u64, from: u64, to: u64) -> Vec<Entry> {
+    (from..=to)
+        .map(|i| Entry {
+            log_id: log_id(term, i),
+            payload: EntryPayload::Normal(set(&format!("/k{i}"), &format!("t{term}"))),
+        })
+        .collect()
+}
+
+async fn durable_at(log: &LogStore, index: u64) {
+    let mut rx = log.durable();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        Durable::wait_for(&mut rx, index),
+    )
+    .await
+    .expect("the entry becomes durable")
+    .expect("no write error");
+}
+
+#[test]
+fn a_leaders_queued_entries_are_readable_and_truncation_replaces_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("raft.redb");
+    rt().block_on(async {
+        let db = open_db(&path, true).expect("create");
+        let mut log = LogStore::open(db, 7).expect("log store");
+        // Under its own committed vote, member 7 appends as the leader: reported flushed
+        // when queued, readable at once from the tail.
+        log.save_vote(&openraft::Vote::new_committed(1, 7))
+            .await
+            .expect("vote");
+        log.blocking_append(entries(1, 1, 5)).await.expect("append");
+        let got = log.try_get_log_entries(2..=5).await.expect("read");
+        assert_eq!(got, entries(1, 2, 5));
+        let state = log.get_log_state().await.expect("state");
+        assert_eq!(state.last_log_id, Some(log_id(1, 5)));
+        // Deposed: a new leader's entries replace 4 and 5; a follower's append returns once
+        // it is durable.
+        log.save_vote(&openraft::Vote::new_committed(2, 8))
+            .await
+            .expect("vote");
+        log.truncate(log_id(1, 4)).await.expect("truncate");
+        log.blocking_append(entries(2, 4, 4)).await.expect("append");
+        assert!(log.durable().borrow().last == Some(log_id(2, 4)));
+        let mut want = entries(1, 1, 3);
+        want.extend(entries(2, 4, 4));
+        assert_eq!(log.try_get_log_entries(..).await.expect("read"), want);
+        log.purge(log_id(1, 2)).await.expect("purge");
+        assert_eq!(log.try_get_log_entries(..).await.expect("read"), want[2..]);
+    });
+    // What was reported durable is what a new process reads.
+    rt().block_on(async {
+        let db = open_db(&path, false).expect("reopen");
+        let mut log = LogStore::open(db, 7).expect("log store");
+        let mut want = entries(1, 3, 3);
+        want.extend(entries(2, 4, 4));
+        assert_eq!(log.try_get_log_entries(..).await.expect("read"), want);
+        let state = log.get_log_state().await.expect("state");
+        assert_eq!(state.last_purged_log_id, Some(log_id(1, 2)));
+        assert_eq!(state.last_log_id, Some(log_id(2, 4)));
+    });
+}
+
+#[test]
+fn a_leaders_append_becomes_durable_in_the_background() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    rt().block_on(async {
+        let db = open_db(&dir.path().join("raft.redb"), true).expect("create");
+        let mut log = LogStore::open(db, 3).expect("log store");
+        log.save_vote(&openraft::Vote::new_committed(4, 3))
+            .await
+            .expect("vote");
+        for i in 1..=50 {
+            log.blocking_append(entries(4, i, i)).await.expect("append");
+        }
+        durable_at(&log, 50).await;
+        assert_eq!(log.durable().borrow().last, Some(log_id(4, 50)));
+        assert_eq!(
+            log.try_get_log_entries(..).await.expect("read"),
+            entries(4, 1, 50)
+        );
+    });
+}
+
+#[test]
+fn the_state_machine_applies_nothing_before_it_is_durable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    rt().block_on(async {
+        let db = open_db(&dir.path().join("raft.redb"), true).expect("create");
+        let (durable, rx) = tokio::sync::watch::channel(Durable::default());
+        let store = Arc::new(Store::new());
+        let mut sm = StateMachine::open(store.clone(), db)
+            .expect("sm")
+            .after_log(rx);
+        let applying = tokio::spawn(async move {
+            sm.apply(entries(1, 1, 3)).await.expect("apply");
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert_eq!(store.applied_index(), 0, "applied before durable");
+        durable.send_modify(|d| d.last = Some(log_id(1, 2)));
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert_eq!(store.applied_index(), 0, "applied before all were durable");
+        durable.send_modify(|d| d.last = Some(log_id(1, 3)));
+        applying.await.expect("applied");
+        assert_eq!(store.applied_index(), 3);
+    });
+}
+
+#[test]
+fn a_failed_write_fails_waiting_applies() {
+    rt().block_on(async {
+        let (durable, mut rx) = tokio::sync::watch::channel(Durable::default());
+        durable.send_modify(|d| d.failed = Some("disk full".into()));
+        let err = Durable::wait_for(&mut rx, 1).await.expect_err("an error");
+        assert!(err.to_string().contains("disk full"), "{err}");
+    });
+}
+
+#[test]
+fn a_leader_tells_followers_only_a_commit_index_it_has_on_disk() {
+    let (durable, rx) = tokio::sync::watch::channel(Durable::default());
+    let gate = CommitGate::new(rx);
+    durable.send_modify(|d| d.last = Some(log_id(1, 5)));
+    let mut commit = Some(log_id(1, 4));
+    gate.clamp(&mut commit);
+    assert_eq!(commit, Some(log_id(1, 4)));
+    let mut commit = Some(log_id(1, 7));
+    gate.clamp(&mut commit);
+    assert_eq!(commit, Some(log_id(1, 5)));
+    let mut commit = None;
+    gate.clamp(&mut commit);
+    assert_eq!(commit, None);
 }
