@@ -5,13 +5,15 @@
 //!
 //! The phases alternate between the two servers (etcd PUT, crust PUT, etcd GET, crust GET)
 //! so that both see the machine in the same state; each phase starts with a short warm-up
-//! that is not measured. Members talk to each other directly (no test proxies).
+//! that is not measured. Members talk to each other directly (no test proxies). Clients go
+//! round the members leader first on both sides, so both clusters get the same load shape
+//! (a write sent to a follower costs a forward to the leader, on etcd as on crust).
 
 use crust_kv::testkit::http::Conn;
 use crust_kv::testkit::{Cluster, Flavor, Spec, TestkitError};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -67,14 +69,8 @@ pub enum BenchError {
     Cluster(#[from] TestkitError),
     #[error(transparent)]
     Agent(#[from] crate::agent::AgentError),
-    #[error("starting `{program} kv serve`: {source}")]
-    Single {
-        program: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("the single crust kv member did not answer /health within 30 s; run `crust kv serve` by hand to see why")]
-    SingleUnhealthy,
+    #[error("{agent} cannot run a kv member: {why}; build it with `cargo build --release -p crust-agent` or pass --agent")]
+    NoKv { agent: String, why: String },
     #[error("the {server} {phase} phase failed every operation: {first}")]
     AllFailed {
         server: &'static str,
@@ -157,6 +153,20 @@ pub fn ratio(phase: &str, crust: &Figures, etcd: &Figures) -> String {
 struct Target {
     label: &'static str,
     addrs: Vec<SocketAddr>,
+}
+
+impl Target {
+    /// The members of `cluster` once it is healthy, its leader first.
+    fn leader_first(label: &'static str, cluster: &mut Cluster) -> Result<Target, BenchError> {
+        let leader = cluster.wait_healthy(Duration::from_secs(30))?;
+        let n = cluster.len();
+        Ok(Target {
+            label,
+            addrs: (0..n)
+                .map(|i| cluster.client_addr((leader + i) % n))
+                .collect(),
+        })
+    }
 }
 
 /// How much work a phase does.
@@ -279,61 +289,6 @@ fn find_agent(args: &KvBenchArgs) -> Result<PathBuf, BenchError> {
     Ok(crate::agent::build(false)?)
 }
 
-/// A single crust kv member (`crust kv serve`) for when crust-agent has no kv agent yet.
-struct Single {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Single {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_single() -> Result<Single, BenchError> {
-    let program = std::env::current_exe().map_err(|source| BenchError::Single {
-        program: "crust".into(),
-        source,
-    })?;
-    let err = |source| BenchError::Single {
-        program: program.display().to_string(),
-        source,
-    };
-    let addr = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(err)?;
-    let mut cmd = Command::new(&program);
-    cmd.args([
-        "kv",
-        "serve",
-        "--name",
-        "bench",
-        "--listen",
-        &addr.to_string(),
-    ])
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(Stdio::null());
-    crust_kv::testkit::die_with_parent(&mut cmd);
-    let child = cmd.spawn().map_err(err)?;
-    let single = Single { child, addr };
-    let start = Instant::now();
-    loop {
-        let mut c = Conn::new(addr, Duration::from_secs(2));
-        if c.request("GET", "/health", None)
-            .is_ok_and(|r| r.status == 200)
-        {
-            return Ok(single);
-        }
-        if start.elapsed() > Duration::from_secs(30) {
-            return Err(BenchError::SingleUnhealthy);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn first_line(program: &Path, arg: &str) -> String {
     Command::new(program)
         .arg(arg)
@@ -372,46 +327,23 @@ pub fn run_kv(args: &KvBenchArgs) -> Result<String, BenchError> {
         ..Spec::new(flavor, args.members)
     };
     let mut out = String::new();
+    crust_flavor.available().map_err(|why| BenchError::NoKv {
+        agent: agent.display().to_string(),
+        why,
+    })?;
     let mut etcd = Cluster::start(spec(etcd_flavor))?;
-    // Until the Raft side lands, crust-agent has no kv agent: measure the one-member store
-    // that exists and say so.
-    let (mut crust_cluster, single, crust_desc) = match crust_flavor.available() {
-        Ok(()) => (
-            Some(Cluster::start(spec(crust_flavor))?),
-            None,
-            format!("{} members of {} kv", args.members, agent.display()),
-        ),
-        Err(why) => (
-            None,
-            Some(start_single()?),
-            format!(
-                "1 member (`crust kv serve`, no replication): {why}; \
-                 the 3-member comparison runs once crust-agent kv exists"
-            ),
-        ),
-    };
-    etcd.wait_healthy(Duration::from_secs(30))?;
-    if let Some(c) = crust_cluster.as_mut() {
-        c.wait_healthy(Duration::from_secs(30))?;
-    }
-    let etcd_t = Target {
-        label: "etcd",
-        addrs: (0..etcd.len()).map(|i| etcd.client_addr(i)).collect(),
-    };
-    let crust_t = Target {
-        label: "crust",
-        addrs: match (&crust_cluster, &single) {
-            (Some(c), _) => (0..c.len()).map(|i| c.client_addr(i)).collect(),
-            (None, Some(s)) => vec![s.addr],
-            (None, None) => Vec::new(),
-        },
-    };
+    let mut crust = Cluster::start(spec(crust_flavor))?;
+    let crust_desc = format!("{} members of {} kv", args.members, agent.display());
+    // Both clusters get the same load shape: clients go round the members leader first, so
+    // client 0 (the only one with --clients 1) talks to the leader on both sides.
+    let etcd_t = Target::leader_first("etcd", &mut etcd)?;
+    let crust_t = Target::leader_first("crust", &mut crust)?;
     let amount_desc = match amount {
         Amount::Ops(n) => format!("{n} operations per phase"),
         Amount::For(d) => format!("{:.1} s per phase", d.as_secs_f64()),
     };
     out.push_str(&format!(
-        "crust bench kv: {} clients, {amount_desc}, {}-byte values, keep-alive HTTP/1.1 on 127.0.0.1, GETs {}\n",
+        "crust bench kv: {} clients, {amount_desc}, {}-byte values, keep-alive HTTP/1.1 on 127.0.0.1, clients round the members leader first, GETs {}\n",
         args.clients,
         args.value_size,
         if args.quorum { "with quorum=true" } else { "local" }
