@@ -124,7 +124,8 @@ pub fn request(
     request_with(method, url, from, form, &[], Some(TIMEOUT))
 }
 
-/// [`request`] with extra headers and a read timeout (`None` waits for ever: watches).
+/// [`request`] with extra headers and a read timeout (`None` waits for ever: watches). A
+/// `Content-Type` among `headers` is sent for the body instead of the form type.
 pub fn request_with(
     method: &str,
     url: &Url,
@@ -166,10 +167,16 @@ pub fn request_with(
         req.push_str(&format!("Range: bytes={f}-\r\n"));
     }
     match form {
-        Some(body) => req.push_str(&format!(
-            "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )),
+        Some(body) => {
+            // A Content-Type among `headers` (a JSON body) replaces the form's.
+            if !headers
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+            {
+                req.push_str("Content-Type: application/x-www-form-urlencoded\r\n");
+            }
+            req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+        }
         None => req.push_str("\r\n"),
     }
     std::io::Write::write_all(&mut &stream, req.as_bytes()).map_err(io)?;
@@ -227,7 +234,10 @@ pub fn request_with(
             _ => {}
         }
     }
+    // Answers that have no body whatever their headers say (RFC 9112 section 6.3).
+    let bodiless = method.eq_ignore_ascii_case("HEAD") || matches!(status, 100..=199 | 204 | 304);
     let body: Box<dyn Read + Send> = match (chunked, length) {
+        _ if bodiless => Box::new(std::io::empty()),
         (true, _) => Box::new(Chunked::new(r)),
         (false, Some(n)) => Box::new(r.take(n)),
         (false, None) => Box::new(r),
@@ -344,5 +354,51 @@ mod tests {
         for bad in ["https://h/", "http://:80/", "http://h:x/", "ftp://h"] {
             assert!(Url::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    /// Serves one canned answer per connection on 127.0.0.1 and hands back what it was sent.
+    fn serve_once(answer: &'static str) -> (Url, std::thread::JoinHandle<String>) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = Url::parse(&format!("http://{}/v2/members", l.local_addr().unwrap())).unwrap();
+        let t = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut got = vec![0u8; 4096];
+            let n = s.read(&mut got).unwrap();
+            std::io::Write::write_all(&mut s, answer.as_bytes()).unwrap();
+            String::from_utf8_lossy(&got[..n]).into_owned()
+        });
+        (url, t)
+    }
+
+    #[test]
+    fn a_head_answer_has_no_body_whatever_its_length_says() {
+        let (url, t) = serve_once("HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n");
+        let r = request_with("HEAD", &url, None, None, &[], Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(r.length, Some(50));
+        assert_eq!(r.text().unwrap(), "");
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn a_content_type_header_replaces_the_form_type() {
+        let (url, t) = serve_once("HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\n{}");
+        let body = r#"{"peerURLs":["http://127.0.0.1:2380"]}"#;
+        let ct = [("Content-Type", "application/json")];
+        let r = request_with(
+            "POST",
+            &url,
+            None,
+            Some(body),
+            &ct,
+            Some(Duration::from_secs(5)),
+        );
+        assert_eq!(r.unwrap().text().unwrap(), "{}");
+        let sent = t.join().unwrap();
+        assert!(
+            sent.contains("Content-Type: application/json\r\n"),
+            "{sent}"
+        );
+        assert!(!sent.contains("x-www-form-urlencoded"), "{sent}");
+        assert!(sent.ends_with(body), "{sent}");
     }
 }

@@ -2,8 +2,8 @@
 //! The client API over a real listener on 127.0.0.1 with a single-member store: status codes,
 //! headers and exact JSON, checked with a plain HTTP/1.1 client.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use crust_common::http;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 struct Reply {
@@ -25,57 +25,16 @@ impl Reply {
 }
 
 fn request(addr: SocketAddr, method: &str, path: &str, body: &str, ctype: &str) -> Reply {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, rest) = text.split_once("\r\n\r\n").unwrap();
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(": "))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let chunked = headers
-        .iter()
-        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v == "chunked");
-    let body = if chunked {
-        dechunk(rest)
-    } else {
-        rest.to_string()
-    };
+    let url = http::Url::parse(&format!("http://{addr}{path}")).unwrap();
+    let timeout = Some(Duration::from_secs(20));
+    let ct = [("Content-Type", ctype)];
+    let r = http::request_with(method, &url, None, Some(body), &ct, timeout).unwrap();
+    let (status, headers) = (r.status, r.headers.clone());
     Reply {
         status,
         headers,
-        body,
+        body: r.text().unwrap(),
     }
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = &rest[n + 2..];
-    }
-    out
 }
 
 fn form(addr: SocketAddr, method: &str, path: &str, body: &str) -> Reply {

@@ -3,11 +3,11 @@
 //! own data dir: election, replication through any member, leader loss, restart and catch-up
 //! (from the log and by snapshot), member add/remove, refusals, discovery.
 
+use crust_common::http;
 use crust_kv::client::Client;
 use crust_kv::config;
 use crust_kv::server::{self, Listeners, Member};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -25,22 +25,13 @@ fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
+/// One request with a body of type `ctype` to `addr` (`http://host:port` or `host:port`).
 fn http(addr: &str, method: &str, path: &str, body: &str, ctype: &str) -> (u16, String) {
     let addr = addr.trim_start_matches("http://");
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, rest) = text.split_once("\r\n\r\n").unwrap();
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, rest.to_string())
+    let url = http::Url::parse(&format!("http://{addr}{path}")).unwrap();
+    let ct = [("Content-Type", ctype)];
+    let r = http::request_with(method, &url, None, Some(body), &ct, Some(WAIT)).unwrap();
+    (r.status, r.text().unwrap())
 }
 
 struct Spec {

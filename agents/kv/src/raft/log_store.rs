@@ -209,7 +209,19 @@ impl LogStore {
         let w = shared.clone();
         let thread = std::thread::Builder::new()
             .name("kv-log-writer".into())
-            .spawn(move || run_writer(&w, &rx))
+            .spawn(move || {
+                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    run_writer(&w, &rx);
+                }));
+                // Whoever still waits for the disk (an apply, a late change) hears it.
+                let why = match ran {
+                    Ok(()) => "the log writer has stopped",
+                    Err(_) => "the log writer crashed",
+                };
+                w.durable.send_modify(|d| {
+                    d.failed.get_or_insert_with(|| why.into());
+                });
+            })
             .map_err(|e| format!("cannot start the log writer thread: {e}"))?;
         *lock(&shared.writer) = Some(thread);
         Ok(LogStore { shared, writer })
@@ -222,7 +234,8 @@ impl LogStore {
 
     /// Queues `op`; an error if the writer failed earlier (it then refuses everything).
     fn queue(&self, op: Op) -> Result<(), String> {
-        if let Some(e) = &self.shared.durable.borrow().failed {
+        let failed = self.shared.durable.borrow().failed.clone();
+        if let Some(e) = failed {
             let e = e.to_string();
             op.finish(&Err(e.clone()));
             return Err(e);
