@@ -13,7 +13,7 @@
 use crate::api::{self, Api};
 use crate::backend::Backend;
 use crate::config::{ClusterState, Config};
-use crate::raft::backend::RaftBackend;
+use crate::raft::backend::{removal_applied, RaftBackend};
 use crate::raft::durable::CommitGate;
 use crate::raft::log_store::{self, Identity, LogStore};
 use crate::raft::network::{self, ClusterInfo, Network, PeerClient};
@@ -495,13 +495,10 @@ pub async fn run(
         loop {
             let gone = {
                 let b = m.borrow();
-                let config = &b.membership_config;
-                let present = config.membership().get_node(&id).is_some();
-                seen |= present;
+                seen |= b.membership_config.membership().get_node(&id).is_some();
                 // Only once the change is applied here, that is committed: a configuration
                 // without this member may still be replaced before it commits.
-                let applied = b.last_applied.map(|l| l.index);
-                !present && seen && config.log_id().map(|l| l.index) <= applied
+                seen && removal_applied(&b, id)
             };
             if gone {
                 tokio::time::sleep(linger).await;

@@ -74,6 +74,14 @@ fn untidy(
     (!learners.is_empty()).then_some((at, ChangeMembers::RemoveNodes(learners), LEARNER_GRACE))
 }
 
+/// Whether the membership this member has applied no longer has `id` (the removal is
+/// committed then).
+pub fn removal_applied(m: &Metrics, id: u64) -> bool {
+    let config = &m.membership_config;
+    config.membership().get_node(&id).is_none()
+        && config.log_id().map(|l| l.index) <= m.last_applied.map(|l| l.index)
+}
+
 /// Why something could not be done on this member.
 #[derive(Clone)]
 enum Local {
@@ -431,11 +439,7 @@ impl RaftBackend {
     /// it (it is committed then: the others have it too), waiting up to 2 s.
     async fn removed_at(&self, id: u64) -> Option<u64> {
         let mut metrics = self.raft.metrics();
-        let applied = metrics.wait_for(|m| {
-            let at = m.membership_config.log_id().map(|l| l.index);
-            m.membership_config.membership().get_node(&id).is_none()
-                && at <= m.last_applied.map(|l| l.index)
-        });
+        let applied = metrics.wait_for(|m| removal_applied(m, id));
         let m = tokio::time::timeout(Duration::from_secs(2), applied)
             .await
             .ok()?
@@ -619,13 +623,7 @@ impl Backend for RaftBackend {
     /// The applied index, or the index of a write this member acknowledged when that is
     /// higher (it is committed: etcd's `X-Raft-Index` is the commit index).
     fn raft_index(&self) -> u64 {
-        let applied = self
-            .raft
-            .metrics()
-            .borrow()
-            .last_applied
-            .map(|l| l.index)
-            .unwrap_or(0);
+        let applied = *self.applied.borrow();
         applied.max(self.acked.load(std::sync::atomic::Ordering::SeqCst))
     }
 

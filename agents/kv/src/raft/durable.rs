@@ -74,11 +74,11 @@ impl CommitGate {
     /// Lowers `commit` to the last durable entry when that is behind it.
     pub fn clamp(&self, commit: &mut Option<LogId>) {
         let Some(c) = *commit else { return };
-        let last = self.durable.borrow().last;
-        if last.map_or(0, |l| l.index) >= c.index {
+        let on_disk = self.durable.borrow().clone();
+        if on_disk.index() >= c.index {
             return;
         }
-        *commit = last;
+        *commit = on_disk.last;
         self.withheld.fetch_max(c.index, Ordering::SeqCst);
         self.wake.notify_one();
     }
