@@ -243,3 +243,67 @@ fn a_leader_tells_followers_only_a_commit_index_it_has_on_disk() {
     gate.clamp(&mut commit);
     assert_eq!(commit, None);
 }
+
+fn big_entries(term: u64, from: u64, to: u64) -> Vec<Entry> {
+    let value = "x".repeat(1500);
+    (from..=to)
+        .map(|i| Entry {
+            log_id: log_id(term, i),
+            payload: EntryPayload::Normal(set(&format!("/big{i}"), &value)),
+        })
+        .collect()
+}
+
+#[test]
+fn a_followers_appends_are_durable_when_reported_small_or_large() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("raft.redb");
+    let mut want = entries(3, 1, 2);
+    want.extend(big_entries(3, 3, 302));
+    want.extend(entries(3, 303, 305));
+    let log = rt().block_on(async {
+        let db = open_db(&path, true).expect("create");
+        let mut log = LogStore::open(db, 5).expect("log store");
+        // Member 9 leads: member 5 is a follower.
+        log.save_vote(&openraft::Vote::new_committed(3, 9))
+            .await
+            .expect("vote");
+        // Small appends are written in the caller, a catch-up of ~450 KiB by the writer
+        // thread; either way the append is durable when it is reported flushed, in order.
+        log.blocking_append(entries(3, 1, 2)).await.expect("append");
+        assert_eq!(log.durable().borrow().last, Some(log_id(3, 2)));
+        log.blocking_append(big_entries(3, 3, 302))
+            .await
+            .expect("append");
+        assert_eq!(log.durable().borrow().last, Some(log_id(3, 302)));
+        log.blocking_append(entries(3, 303, 305))
+            .await
+            .expect("append");
+        assert_eq!(log.durable().borrow().last, Some(log_id(3, 305)));
+        assert_eq!(log.try_get_log_entries(..).await.expect("read"), want);
+        // Commit positions saved in quick succession: the last one is written when the
+        // member stops.
+        log.save_committed(Some(log_id(3, 2)))
+            .await
+            .expect("commit");
+        log.blocking_append(entries(3, 306, 306))
+            .await
+            .expect("append");
+        log.save_committed(Some(log_id(3, 305)))
+            .await
+            .expect("commit");
+        log
+    });
+    log.close().expect("close");
+    drop(log);
+    want.extend(entries(3, 306, 306));
+    rt().block_on(async {
+        let db = open_db(&path, false).expect("reopen");
+        let mut log = LogStore::open(db, 5).expect("log store");
+        assert_eq!(log.try_get_log_entries(..).await.expect("read"), want);
+        assert_eq!(
+            log.read_committed().await.expect("committed"),
+            Some(log_id(3, 305))
+        );
+    });
+}
