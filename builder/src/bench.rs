@@ -3,9 +3,11 @@
 //! N concurrent clients on keep-alive HTTP/1.1 connections doing PUTs, then GETs of the keys
 //! written. Prints ops/s, p50 and p99 latency for both and the ratio crust/etcd.
 //!
-//! The phases alternate between the two servers (etcd PUT, crust PUT, etcd GET, crust GET)
-//! so that both see the machine in the same state; each phase starts with a short warm-up
-//! that is not measured. Members talk to each other directly (no test proxies). Clients go
+//! Each phase runs in rounds that alternate between the two servers (etcd then crust, then
+//! crust then etcd, ...), each round with an equal share of the work, so that drift in the
+//! machine (a shared VM's disk can slow by half within a minute) weighs on both sides alike;
+//! the figures pool every round, and the per-round ratios show the spread. Each server's
+//! first round starts with a short warm-up that is not measured. Members talk to each other directly (no test proxies). Clients go
 //! round the members leader first on both sides, so both clusters get the same load shape
 //! (a write sent to a follower costs a forward to the leader, on etcd as on crust).
 
@@ -41,6 +43,10 @@ pub struct KvBenchArgs {
     /// Run each phase for this many seconds instead of a number of operations.
     #[arg(long)]
     pub duration: Option<f64>,
+    /// Rounds per phase: the servers take turns this many times, each round with an equal
+    /// share of --ops or --duration.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u32,
     /// Bytes per value.
     #[arg(long, default_value_t = 256)]
     pub value_size: usize,
@@ -61,7 +67,7 @@ pub struct KvBenchArgs {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
-    #[error("--clients and --members must be at least 1, --ops or --duration above 0")]
+    #[error("--clients, --members and --rounds must be at least 1, --ops or --duration above 0")]
     Usage,
     #[error("etcd cannot run: {0}")]
     NoEtcd(String),
@@ -176,22 +182,85 @@ enum Amount {
     For(Duration),
 }
 
+impl Amount {
+    /// One round's share of the work (at least one operation).
+    fn share(self, rounds: u32) -> Amount {
+        match self {
+            Amount::Ops(n) => Amount::Ops(n.div_ceil(u64::from(rounds)).max(1)),
+            Amount::For(d) => Amount::For(d / rounds),
+        }
+    }
+}
+
+/// What one round of a phase measured: every successful operation's latency (µs), the errors
+/// and the wall time.
+#[derive(Default)]
+struct Sample {
+    latencies: Vec<u64>,
+    errors: u64,
+    seconds: f64,
+}
+
+impl Sample {
+    fn add(&mut self, other: &Sample) {
+        self.latencies.extend_from_slice(&other.latencies);
+        self.errors += other.errors;
+        self.seconds += other.seconds;
+    }
+
+    fn ops_per_sec(&self) -> f64 {
+        if self.seconds > 0.0 {
+            self.latencies.len() as f64 / self.seconds
+        } else {
+            0.0
+        }
+    }
+}
+
 #[derive(Clone, Copy, PartialEq)]
 enum Phase {
     Put,
     Get,
 }
 
-/// Runs one phase with `clients` threads; GETs read keys below `written`.
+impl Phase {
+    fn name(self) -> &'static str {
+        match self {
+            Phase::Put => "PUT",
+            Phase::Get => "GET",
+        }
+    }
+}
+
+/// crust's ops/s over etcd's, round by round.
+fn round_ratios(crust: &[f64], etcd: &[f64]) -> String {
+    crust
+        .iter()
+        .zip(etcd)
+        .map(|(c, e)| {
+            if *e > 0.0 {
+                format!("{:.2}", c / e)
+            } else {
+                "-".into()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Runs one round of a phase with `clients` threads: PUTs write keys from `first` on, GETs
+/// read keys below `written`.
+#[allow(clippy::too_many_arguments)]
 fn drive(
     target: &Target,
     phase: Phase,
     clients: usize,
     amount: Amount,
     value: &Arc<String>,
+    first: u64,
     written: u64,
     quorum: bool,
-) -> Result<Figures, BenchError> {
+) -> Result<Sample, BenchError> {
     let next = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
@@ -218,9 +287,11 @@ fn drive(
                     }
                     let t = Instant::now();
                     let r = match phase {
-                        Phase::Put => {
-                            conn.request("PUT", &format!("/v2/keys/bench/k{i}"), Some(&form))
-                        }
+                        Phase::Put => conn.request(
+                            "PUT",
+                            &format!("/v2/keys/bench/k{}", first + i),
+                            Some(&form),
+                        ),
                         Phase::Get => {
                             let k = if written > 0 { i % written } else { i };
                             let q = if quorum { "?quorum=true" } else { "" };
@@ -265,11 +336,15 @@ fn drive(
     if all.is_empty() {
         return Err(BenchError::AllFailed {
             server: target.label,
-            phase: if phase == Phase::Put { "PUT" } else { "GET" },
+            phase: phase.name(),
             first: first.unwrap_or_else(|| "no operation ran".into()),
         });
     }
-    Ok(figures(all, errors, seconds))
+    Ok(Sample {
+        latencies: all,
+        errors,
+        seconds,
+    })
 }
 
 /// The crust-agent to run: `--agent`, CRUST_AGENT_BIN, next to this program, or a build.
@@ -311,7 +386,7 @@ pub fn run_kv(args: &KvBenchArgs) -> Result<String, BenchError> {
         None if args.ops > 0 => Amount::Ops(args.ops),
         None => return Err(BenchError::Usage),
     };
-    if args.clients == 0 || args.members == 0 {
+    if args.clients == 0 || args.members == 0 || args.rounds == 0 {
         return Err(BenchError::Usage);
     }
     let etcd_flavor = Flavor::Etcd {
@@ -339,12 +414,13 @@ pub fn run_kv(args: &KvBenchArgs) -> Result<String, BenchError> {
     let etcd_t = Target::leader_first("etcd", &mut etcd)?;
     let crust_t = Target::leader_first("crust", &mut crust)?;
     let amount_desc = match amount {
-        Amount::Ops(n) => format!("{n} operations per phase"),
-        Amount::For(d) => format!("{:.1} s per phase", d.as_secs_f64()),
+        Amount::Ops(n) => format!("{n} operations per phase and server"),
+        Amount::For(d) => format!("{:.1} s per phase and server", d.as_secs_f64()),
     };
     out.push_str(&format!(
-        "crust bench kv: {} clients, {amount_desc}, {}-byte values, keep-alive HTTP/1.1 on 127.0.0.1, clients round the members leader first, GETs {}\n",
+        "crust bench kv: {} clients, {amount_desc} in {} alternating rounds, {}-byte values, keep-alive HTTP/1.1 on 127.0.0.1, clients round the members leader first, GETs {}\n",
         args.clients,
+        args.rounds,
         args.value_size,
         if args.quorum { "with quorum=true" } else { "local" }
     ));
@@ -358,44 +434,85 @@ pub fn run_kv(args: &KvBenchArgs) -> Result<String, BenchError> {
     out.push_str(&format!("  crust: {crust_desc}\n\n"));
     let value = Arc::new("x".repeat(args.value_size));
     let warm = Amount::Ops(200);
-    let mut results = Vec::new();
+    let round_amount = amount.share(args.rounds);
+    let targets = [&etcd_t, &crust_t];
+    // Per phase and server: everything measured, and each round's ops/s.
+    let mut pooled: Vec<(Phase, &'static str, Sample, Vec<f64>)> = Vec::new();
+    // Keys written per server: PUTs write new keys, GETs read those.
     let mut written = [0u64; 2];
     for phase in [Phase::Put, Phase::Get] {
-        for (n, t) in [&etcd_t, &crust_t].into_iter().enumerate() {
-            drive(t, phase, args.clients, warm, &value, 200, args.quorum)?;
-            let f = drive(
-                t,
-                phase,
-                args.clients,
-                amount,
-                &value,
-                written[n],
-                args.quorum,
-            )?;
-            if phase == Phase::Put {
-                // Keys k0.. were written (nearly all of them successfully): the GETs read those.
-                written[n] = f.ops;
+        let mut samples: [(Sample, Vec<f64>); 2] = Default::default();
+        for round in 0..args.rounds {
+            let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+            for n in order {
+                let t = targets[n];
+                if round == 0 {
+                    // Warm-up PUTs write keys of their own; warm-up GETs read measured ones.
+                    let (first, keys) = (1 << 40, written[n].clamp(1, 200));
+                    drive(
+                        t,
+                        phase,
+                        args.clients,
+                        warm,
+                        &value,
+                        first,
+                        keys,
+                        args.quorum,
+                    )?;
+                }
+                let s = drive(
+                    t,
+                    phase,
+                    args.clients,
+                    round_amount,
+                    &value,
+                    written[n],
+                    written[n],
+                    args.quorum,
+                )?;
+                if phase == Phase::Put {
+                    // Keys k0.. were written (nearly all of them successfully): the GETs read
+                    // those, and the next round writes new keys after them.
+                    written[n] += s.latencies.len() as u64 + s.errors;
+                }
+                samples[n].1.push(s.ops_per_sec());
+                samples[n].0.add(&s);
             }
-            results.push((phase, t.label, f));
+        }
+        for (n, (sample, per_round)) in samples.into_iter().enumerate() {
+            pooled.push((phase, targets[n].label, sample, per_round));
         }
     }
+    let results: Vec<(Phase, &'static str, Figures)> = pooled
+        .iter()
+        .map(|(phase, label, s, _)| {
+            (
+                *phase,
+                *label,
+                figures(s.latencies.clone(), s.errors, s.seconds),
+            )
+        })
+        .collect();
     out.push_str("phase server      ops/s   p50 ms    p99 ms      ops   errors\n");
     for (phase, label, f) in &results {
-        let p = if *phase == Phase::Put { "PUT" } else { "GET" };
-        out.push_str(&row(p, label, f));
+        out.push_str(&row(phase.name(), label, f));
         out.push('\n');
     }
     out.push_str("\ncrust/etcd ratio\n");
     for phase in [Phase::Put, Phase::Get] {
         let get = |label| {
-            results
+            pooled
                 .iter()
-                .find(|(p, l, _)| *p == phase && *l == label)
-                .map(|(_, _, f)| f.clone())
+                .zip(&results)
+                .find(|((p, l, _, _), _)| *p == phase && *l == label)
+                .map(|((_, _, _, rounds), (_, _, f))| (f.clone(), rounds.clone()))
         };
-        if let (Some(c), Some(e)) = (get("crust"), get("etcd")) {
-            let p = if phase == Phase::Put { "PUT" } else { "GET" };
-            out.push_str(&format!("  {}\n", ratio(p, &c, &e)));
+        if let (Some((c, c_rounds)), Some((e, e_rounds))) = (get("crust"), get("etcd")) {
+            out.push_str(&format!(
+                "  {}  (ops/s per round: {})\n",
+                ratio(phase.name(), &c, &e),
+                round_ratios(&c_rounds, &e_rounds)
+            ));
         }
     }
     Ok(out)
@@ -414,6 +531,31 @@ mod tests {
         assert_eq!(quantile(&[7], 0.99), 7);
         assert_eq!(quantile(&[], 0.5), 0);
         assert_eq!(quantile(&[1, 2], 0.0), 1);
+    }
+
+    #[test]
+    fn rounds_share_the_work_and_report_each_ratio() {
+        assert!(matches!(Amount::Ops(10).share(3), Amount::Ops(4)));
+        assert!(matches!(Amount::Ops(1).share(3), Amount::Ops(1)));
+        assert!(matches!(
+            Amount::For(Duration::from_secs(3)).share(3),
+            Amount::For(d) if d == Duration::from_secs(1)
+        ));
+        assert_eq!(round_ratios(&[50.0, 90.0], &[100.0, 0.0]), "0.50 -");
+        let mut pooled = Sample::default();
+        pooled.add(&Sample {
+            latencies: vec![1, 2],
+            errors: 1,
+            seconds: 1.0,
+        });
+        pooled.add(&Sample {
+            latencies: vec![3, 4, 5, 6],
+            errors: 0,
+            seconds: 2.0,
+        });
+        assert_eq!(pooled.latencies.len(), 6);
+        assert_eq!(pooled.errors, 1);
+        assert_eq!(pooled.ops_per_sec(), 2.0);
     }
 
     #[test]
