@@ -11,7 +11,7 @@
 //! round the members leader first on both sides, so both clusters get the same load shape
 //! (a write sent to a follower costs a forward to the leader, on etcd as on crust).
 
-use crust_kv::testkit::http::Conn;
+use crust_common::http::Conn;
 use crust_kv::testkit::{Cluster, Flavor, Spec, TestkitError};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

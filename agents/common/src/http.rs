@@ -3,9 +3,13 @@
 //! (channel servers), the kv client (etcd v2 API, watch streams) and cloud-config's metadata
 //! sources. Plain `http://` only: the image's binary has a size budget, channel data is signed,
 //! and etcd and metadata services are reached on local networks.
+//!
+//! [`Conn`] is the same client on a keep-alive connection, for load and fault tests (`crust
+//! bench kv`, the kv fault harness): a connection per request would measure connection set-up
+//! rather than the server, and its errors say whether a request may have reached the server.
 
-use std::io::{BufRead, BufReader, Read};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 use thiserror::Error;
 
@@ -181,25 +185,86 @@ pub fn request_with(
     }
     std::io::Write::write_all(&mut &stream, req.as_bytes()).map_err(io)?;
     let mut r = BufReader::new(stream);
-    let proto = |why: String| HttpError::Protocol {
-        url: url.to_string(),
-        why,
+    let head = read_head(&mut r).map_err(|e| match e {
+        HeadError::Io(source) => io(source),
+        HeadError::Protocol(why) => HttpError::Protocol {
+            url: url.to_string(),
+            why,
+        },
+    })?;
+    let body: Box<dyn Read + Send> = match (head.chunked, head.length) {
+        _ if head.bodiless(method) => Box::new(std::io::empty()),
+        (true, _) => Box::new(Chunked::new(r)),
+        (false, Some(n)) => Box::new(r.take(n)),
+        (false, None) => Box::new(r),
     };
+    Ok(Response {
+        status: head.status,
+        length: head.length,
+        range_start: head.range_start,
+        total: head.total,
+        body,
+        headers: head.headers,
+    })
+}
+
+/// A response's status line and headers.
+struct Head {
+    status: u16,
+    length: Option<u64>,
+    chunked: bool,
+    range_start: Option<u64>,
+    total: Option<u64>,
+    /// `Connection: close`: the server takes no further request on this connection.
+    close: bool,
+    headers: Vec<(String, String)>,
+}
+
+impl Head {
+    /// Answers that have no body whatever their headers say (RFC 9112 section 6.3).
+    fn bodiless(&self, method: &str) -> bool {
+        method.eq_ignore_ascii_case("HEAD") || matches!(self.status, 100..=199 | 204 | 304)
+    }
+}
+
+enum HeadError {
+    Io(std::io::Error),
+    Protocol(String),
+}
+
+impl From<std::io::Error> for HeadError {
+    fn from(e: std::io::Error) -> Self {
+        HeadError::Io(e)
+    }
+}
+
+fn read_head(r: &mut impl BufRead) -> Result<Head, HeadError> {
     let mut line = String::new();
-    r.read_line(&mut line).map_err(io)?;
+    if r.read_line(&mut line)? == 0 {
+        return Err(HeadError::Io(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "connection closed before an answer",
+        )));
+    }
     let status: u16 = line
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
         .filter(|_| line.starts_with("HTTP/1."))
-        .ok_or_else(|| proto(format!("status line {:?}", line.trim())))?;
-    let (mut length, mut range_start, mut total) = (None, None, None);
-    let mut chunked = false;
-    let mut all = Vec::new();
+        .ok_or_else(|| HeadError::Protocol(format!("status line {:?}", line.trim())))?;
+    let mut head = Head {
+        status,
+        length: None,
+        chunked: false,
+        range_start: None,
+        total: None,
+        close: false,
+        headers: Vec::new(),
+    };
     loop {
         let mut h = String::new();
-        if r.read_line(&mut h).map_err(io)? == 0 {
-            return Err(proto("headers end early".into()));
+        if r.read_line(&mut h)? == 0 {
+            return Err(HeadError::Protocol("headers end early".into()));
         }
         let h = h.trim_end();
         if h.is_empty() {
@@ -208,48 +273,34 @@ pub fn request_with(
         let Some((k, v)) = h.split_once(':') else {
             continue;
         };
-        let v = v.trim();
-        all.push((k.trim().to_ascii_lowercase(), v.to_string()));
-        match k.trim().to_ascii_lowercase().as_str() {
+        let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
+        match k.as_str() {
             "content-length" => {
-                length = Some(
+                head.length = Some(
                     v.parse()
-                        .map_err(|_| proto(format!("Content-Length {v:?}")))?,
+                        .map_err(|_| HeadError::Protocol(format!("Content-Length {v:?}")))?,
                 )
             }
-            "transfer-encoding" if v.eq_ignore_ascii_case("chunked") => chunked = true,
+            "transfer-encoding" if v.eq_ignore_ascii_case("chunked") => head.chunked = true,
             "transfer-encoding" if !v.eq_ignore_ascii_case("identity") => {
-                return Err(proto(format!(
+                return Err(HeadError::Protocol(format!(
                     "Transfer-Encoding {v} is not supported; serve files with a Content-Length"
                 )))
             }
+            "connection" => head.close = v.eq_ignore_ascii_case("close"),
             "content-range" => {
                 // bytes START-END/TOTAL
                 let spec = v.strip_prefix("bytes ").unwrap_or(v);
                 if let Some((range, tot)) = spec.split_once('/') {
-                    total = tot.parse().ok();
-                    range_start = range.split_once('-').and_then(|(a, _)| a.parse().ok());
+                    head.total = tot.parse().ok();
+                    head.range_start = range.split_once('-').and_then(|(a, _)| a.parse().ok());
                 }
             }
             _ => {}
         }
+        head.headers.push((k, v.to_string()));
     }
-    // Answers that have no body whatever their headers say (RFC 9112 section 6.3).
-    let bodiless = method.eq_ignore_ascii_case("HEAD") || matches!(status, 100..=199 | 204 | 304);
-    let body: Box<dyn Read + Send> = match (chunked, length) {
-        _ if bodiless => Box::new(std::io::empty()),
-        (true, _) => Box::new(Chunked::new(r)),
-        (false, Some(n)) => Box::new(r.take(n)),
-        (false, None) => Box::new(r),
-    };
-    Ok(Response {
-        status,
-        length,
-        range_start,
-        total,
-        body,
-        headers: all,
-    })
+    Ok(head)
 }
 
 /// Decodes a chunked body as it arrives (etcd streams watch events this way).
@@ -296,6 +347,14 @@ impl<R: BufRead> Read for Chunked<R> {
                 )
             })?;
             if self.left == 0 {
+                // Trailers, if any, end with an empty line: read up to it so that a kept-alive
+                // connection is ready for the next answer.
+                loop {
+                    line.clear();
+                    if self.inner.read_line(&mut line)? == 0 || line.trim().is_empty() {
+                        break;
+                    }
+                }
                 self.done = true;
                 return Ok(0);
             }
@@ -307,6 +366,149 @@ impl<R: BufRead> Read for Chunked<R> {
         }
         self.left -= n as u64;
         Ok(n)
+    }
+}
+
+/// Why a [`Conn`] request failed: whether it may have reached the server decides whether a
+/// write's outcome is unknown or it surely did not happen.
+#[derive(Debug, Error)]
+pub enum ConnError {
+    /// The request was never sent: the server did not accept a connection.
+    #[error("cannot connect to {addr}: {source}")]
+    NotSent {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The request may have reached the server, but no complete answer came back.
+    #[error("{addr}: no answer: {source}")]
+    NoAnswer {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A whole answer on a [`Conn`].
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    /// Every header, names in lower case, in order.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Reply {
+    /// The first header called `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A keep-alive connection to one server, opened on first use and reopened after an error.
+pub struct Conn {
+    addr: SocketAddr,
+    timeout: Duration,
+    stream: Option<BufReader<TcpStream>>,
+}
+
+impl Conn {
+    /// `timeout` bounds connecting and each read and write.
+    pub fn new(addr: SocketAddr, timeout: Duration) -> Conn {
+        Conn {
+            addr,
+            timeout,
+            stream: None,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Sends `method path` with an optional form body and reads the whole answer.
+    pub fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        form: Option<&str>,
+    ) -> Result<Reply, ConnError> {
+        let addr = self.addr;
+        if self.stream.is_none() {
+            let s = TcpStream::connect_timeout(&addr, self.timeout)
+                .map_err(|source| ConnError::NotSent { addr, source })?;
+            let setup = s
+                .set_nodelay(true)
+                .and_then(|()| s.set_read_timeout(Some(self.timeout)))
+                .and_then(|()| s.set_write_timeout(Some(self.timeout)));
+            setup.map_err(|source| ConnError::NotSent { addr, source })?;
+            self.stream = Some(BufReader::new(s));
+        }
+        match self.exchange(method, path, form) {
+            Ok((reply, close)) => {
+                if close {
+                    self.stream = None;
+                }
+                Ok(reply)
+            }
+            Err(source) => {
+                self.stream = None;
+                Err(ConnError::NoAnswer { addr, source })
+            }
+        }
+    }
+
+    /// One request and its whole answer; also whether the connection must be dropped.
+    fn exchange(
+        &mut self,
+        method: &str,
+        path: &str,
+        form: Option<&str>,
+    ) -> std::io::Result<(Reply, bool)> {
+        let Some(r) = self.stream.as_mut() else {
+            return Err(std::io::Error::other("not connected"));
+        };
+        let body = form.unwrap_or("");
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n", self.addr);
+        if form.is_some() {
+            req.push_str("Content-Type: application/x-www-form-urlencoded\r\n");
+        }
+        req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+        r.get_mut().write_all(req.as_bytes())?;
+        let head = read_head(r).map_err(|e| match e {
+            HeadError::Io(e) => e,
+            HeadError::Protocol(why) => std::io::Error::new(std::io::ErrorKind::InvalidData, why),
+        })?;
+        let mut bytes = Vec::new();
+        let mut close = head.close;
+        match (head.chunked, head.length) {
+            _ if head.bodiless(method) => {}
+            (true, _) => {
+                Chunked::new(&mut *r).read_to_end(&mut bytes)?;
+            }
+            (false, Some(n)) => {
+                (&mut *r).take(n).read_to_end(&mut bytes)?;
+                if (bytes.len() as u64) < n {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "connection closed in the body",
+                    ));
+                }
+            }
+            (false, None) => {
+                r.read_to_end(&mut bytes)?;
+                close = true;
+            }
+        }
+        let reply = Reply {
+            status: head.status,
+            headers: head.headers,
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+        };
+        Ok((reply, close))
     }
 }
 
@@ -400,5 +602,85 @@ mod tests {
         );
         assert!(!sent.contains("x-www-form-urlencoded"), "{sent}");
         assert!(sent.ends_with(body), "{sent}");
+    }
+
+    /// Answers each request on one kept-alive connection with the next of `answers`, reading
+    /// a request as its head plus its `Content-Length` body.
+    fn serve_kept_alive(
+        answers: Vec<&'static str>,
+    ) -> (SocketAddr, std::thread::JoinHandle<usize>) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let t = std::thread::spawn(move || {
+            let (s, _) = l.accept().unwrap();
+            let mut r = BufReader::new(s);
+            let mut served = 0;
+            for answer in answers {
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    r.read_line(&mut line).unwrap();
+                    if line.trim().is_empty() {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap();
+                    }
+                }
+                let mut body = vec![0u8; length];
+                r.read_exact(&mut body).unwrap();
+                r.get_mut().write_all(answer.as_bytes()).unwrap();
+                served += 1;
+            }
+            served
+        });
+        (addr, t)
+    }
+
+    #[test]
+    fn a_kept_alive_connection_reads_each_answer_whole() {
+        let (addr, t) = serve_kept_alive(vec![
+            "HTTP/1.1 201 Created\r\nX-Etcd-Index: 7\r\nContent-Length: 5\r\n\r\nfirst",
+            // Trailers after the last chunk are read too, or the next answer would not parse.
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nsec\r\n3\r\nond\r\n0\r\nX-T: 1\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n",
+            "HTTP/1.1 404 Not Found\r\nContent-Length: 4\r\nConnection: close\r\n\r\nlast",
+        ]);
+        let mut c = Conn::new(addr, Duration::from_secs(5));
+        let r = c.request("PUT", "/v2/keys/a", Some("value=1")).unwrap();
+        assert_eq!((r.status, r.body.as_str()), (201, "first"));
+        assert_eq!(r.header("x-etcd-index"), Some("7"));
+        let r = c.request("GET", "/v2/keys/a", None).unwrap();
+        assert_eq!((r.status, r.body.as_str()), (200, "second"));
+        let r = c.request("HEAD", "/v2/keys/a", None).unwrap();
+        assert_eq!((r.status, r.body.as_str()), (200, ""));
+        let r = c.request("GET", "/v2/keys/b", None).unwrap();
+        assert_eq!((r.status, r.body.as_str()), (404, "last"));
+        assert_eq!(t.join().unwrap(), 4);
+    }
+
+    #[test]
+    fn a_connection_error_says_whether_the_request_may_have_arrived() {
+        // Nobody listens: the request was surely not sent.
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = free.local_addr().unwrap();
+        drop(free);
+        let e = Conn::new(addr, Duration::from_secs(5))
+            .request("PUT", "/v2/keys/a", Some("value=1"))
+            .unwrap_err();
+        assert!(matches!(e, ConnError::NotSent { .. }), "{e}");
+        // The server reads the request and closes without answering: it may have arrived.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let t = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut buf = [0u8; 512];
+            let _ = s.read(&mut buf).unwrap();
+        });
+        let e = Conn::new(addr, Duration::from_secs(5))
+            .request("PUT", "/v2/keys/a", Some("value=1"))
+            .unwrap_err();
+        assert!(matches!(e, ConnError::NoAnswer { .. }), "{e}");
+        t.join().unwrap();
     }
 }

@@ -9,9 +9,9 @@
 //! scenarios run one at a time (a lock): three clusters electing at once on a small machine
 //! would measure the machine.
 
+use crust_common::http::Conn;
 use crust_kv::linearizability::{self, Outcome};
 use crust_kv::testkit::history::{spawn_clients, Recorder, Workload};
-use crust_kv::testkit::http::Conn;
 use crust_kv::testkit::{Cluster, Flavor, Spec};
 use std::net::SocketAddr;
 use std::path::PathBuf;

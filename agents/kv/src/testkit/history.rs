@@ -1,8 +1,8 @@
 //! Concurrent clients that read (`quorum=true`), write and compare-and-swap a few keys and
 //! record what they saw, as a history for [`crate::linearizability::check`].
 
-use super::http::{CallError, Conn};
 use crate::linearizability::{Entry, Op, Outcome};
+use crust_common::http::{Conn, ConnError};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -64,8 +64,8 @@ pub fn perform(conn: &mut Conn, key: &str, op: &Op) -> Option<Outcome> {
     };
     let reply = match reply {
         Ok(r) => r,
-        Err(CallError::NotSent { .. }) => return None,
-        Err(CallError::NoAnswer { .. }) => return Some(Outcome::Unknown),
+        Err(ConnError::NotSent { .. }) => return None,
+        Err(ConnError::NoAnswer { .. }) => return Some(Outcome::Unknown),
     };
     let code = || {
         serde_json::from_str::<serde_json::Value>(&reply.body)

@@ -12,10 +12,9 @@
 //! [`history`] records what concurrent clients saw, for [`crate::linearizability`].
 
 pub mod history;
-pub mod http;
 pub mod proxy;
 
-use http::Conn;
+use crust_common::http::Conn;
 use proxy::{Net, Proxy};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
