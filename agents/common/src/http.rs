@@ -96,10 +96,7 @@ pub struct Response {
 impl Response {
     /// The first header called `name` (lower case).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        header(&self.headers, name)
     }
 
     /// Reads the whole body as text.
@@ -108,6 +105,14 @@ impl Response {
         self.body.read_to_string(&mut s)?;
         Ok(s)
     }
+}
+
+/// The first of `headers` called `name` (lower case).
+fn header<'h>(headers: &'h [(String, String)], name: &str) -> Option<&'h str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
 pub const TIMEOUT: Duration = Duration::from_secs(30);
@@ -401,10 +406,7 @@ pub struct Reply {
 impl Reply {
     /// The first header called `name` (lower case).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        header(&self.headers, name)
     }
 }
 
