@@ -590,35 +590,26 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 tail.insert(e.log_id.index, e);
             }
         }
-        if self.leading() {
-            callback.log_io_completed(Ok(()));
-            return self
-                .queue(Op::Append {
-                    rows,
-                    flushed: None,
-                })
-                .map_err(write);
-        }
         let bytes: usize = rows.iter().map(|(_, b)| b.len()).sum();
-        if bytes > INLINE_MAX_BYTES || self.shared.queued.load(Ordering::SeqCst) > 0 {
-            return self
-                .queue(Op::Append {
-                    rows,
-                    flushed: Some(callback),
-                })
-                .map_err(write);
-        }
-        // A follower's append with nothing queued before it: written here rather than handed
-        // to the writer thread (see the module docs). Only openraft's core queues changes, and
-        // it is the caller, so nothing can be queued meanwhile.
-        let committed = take_committed(&self.shared);
-        let ops = [Op::Append {
-            rows,
-            flushed: None,
-        }];
-        let result = round(&self.shared, &ops, committed);
-        callback.log_io_completed(result.clone().map_err(std::io::Error::other));
-        result.map_err(write)
+        let flushed = if self.leading() {
+            callback.log_io_completed(Ok(()));
+            None
+        } else if bytes > INLINE_MAX_BYTES || self.shared.queued.load(Ordering::SeqCst) > 0 {
+            Some(callback)
+        } else {
+            // A follower's append with nothing queued before it: written here rather than
+            // handed to the writer thread (see the module docs). Only openraft's core queues
+            // changes, and it is the caller, so nothing can be queued meanwhile.
+            let committed = take_committed(&self.shared);
+            let ops = [Op::Append {
+                rows,
+                flushed: None,
+            }];
+            let result = round(&self.shared, &ops, committed);
+            callback.log_io_completed(result.clone().map_err(std::io::Error::other));
+            return result.map_err(write);
+        };
+        self.queue(Op::Append { rows, flushed }).map_err(write)
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {

@@ -110,10 +110,15 @@ fn garbage_is_not_a_database_and_stays_untouched() {
 }
 
 fn entries(term: u64, from: u64, to: u64) -> Vec<Entry> {
+    entries_with(term, from, to, &format!("t{term}"))
+}
+
+/// Entries `from..=to` of `term`, each setting `/k{index}` to `value`.
+fn entries_with(term: u64, from: u64, to: u64, value: &str) -> Vec<Entry> {
     (from..=to)
         .map(|i| Entry {
             log_id: log_id(term, i),
-            payload: EntryPayload::Normal(set(&format!("/k{i}"), &format!("t{term}"))),
+            payload: EntryPayload::Normal(set(&format!("/k{i}"), value)),
         })
         .collect()
 }
@@ -245,13 +250,7 @@ fn a_leader_tells_followers_only_a_commit_index_it_has_on_disk() {
 }
 
 fn big_entries(term: u64, from: u64, to: u64) -> Vec<Entry> {
-    let value = "x".repeat(1500);
-    (from..=to)
-        .map(|i| Entry {
-            log_id: log_id(term, i),
-            payload: EntryPayload::Normal(set(&format!("/big{i}"), &value)),
-        })
-        .collect()
+    entries_with(term, from, to, &"x".repeat(1500))
 }
 
 #[test]
