@@ -98,6 +98,10 @@ fn db_path(data_dir: &Path) -> PathBuf {
     data_dir.join("member").join("raft.redb")
 }
 
+fn journal_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("member").join("raft.journal")
+}
+
 fn identity_path(data_dir: &Path) -> PathBuf {
     data_dir.join("member").join("identity.json")
 }
@@ -365,7 +369,8 @@ pub async fn run(
     } = prepared.identity;
     let token = token.clone();
     let store = Arc::new(Store::new());
-    let log = LogStore::open(prepared.db.clone(), id).map_err(|e| data_err(&cfg.data_dir, e))?;
+    let log = LogStore::open(prepared.db.clone(), &journal_path(&cfg.data_dir), id)
+        .map_err(|e| data_err(&cfg.data_dir, e))?;
     let sm = StateMachine::open(store.clone(), prepared.db.clone())
         .map_err(|e| data_err(&cfg.data_dir, e))?
         .after_log(log.durable());

@@ -1,15 +1,23 @@
 //! The Raft log, the vote and the commit position in redb.
 //!
 //! One redb file (`<data-dir>/member/raft.redb`) holds the log (`log`: index -> JSON entry),
-//! the small records (`meta`: vote, committed, last purged id) and the latest snapshot
-//! (written by [`super::state_machine`]).
+//! the small records (`meta`: vote, committed, last purged id, the last journal record folded)
+//! and the latest snapshot (written by [`super::state_machine`]). Appends reach it through the
+//! journal beside it (`member/raft.journal`, [`super::journal`]).
 //!
 //! fsync policy:
-//! - Every change (append, vote, truncation, purge) is written in the order openraft asked for
-//!   it, in a redb write transaction committed with [`redb::Durability::Immediate`] (redb
-//!   fsyncs before `commit` returns).
-//! - A writer thread does the writing: it puts everything queued while the previous commit ran
-//!   into one transaction, so one fsync covers many appends.
+//! - Every change (append, vote, truncation, purge) is made durable in the order openraft
+//!   asked for it, before it is reported done (except a leader's append, below).
+//! - Appends are written to the journal: one record and one `fdatasync` per round. Once the
+//!   journal holds [`FOLD_BYTES`] of entries, or when any other change comes (a vote, a
+//!   truncation, a purge), or when the member stops, its entries and that change are folded
+//!   into redb in one transaction committed with [`redb::Durability::Immediate`] (redb fsyncs
+//!   before `commit` returns), and the journal starts over. So redb's scattered page writes
+//!   are paid once per fold rather than on every write's path, and every change other than an
+//!   append finds the log whole in redb. Opening the store folds what the journal holds
+//!   before anything reads the log.
+//! - A writer thread does the writing: it puts everything queued while the previous round ran
+//!   into one round, so one fsync covers many appends.
 //! - A vote, truncation or purge returns once it is durable. A follower's append is reported
 //!   flushed only once it is durable, so a member never acknowledges an entry or a vote it
 //!   could lose in a crash.
@@ -29,12 +37,13 @@
 //!   while it sends it.
 //! - Entries not yet durable stay readable from memory (the tail) for replication.
 //! - The commit position is not written on its own (on Linux even redb's `Eventual`
-//!   durability is an fsync): it is kept in memory and written with a later transaction, at
-//!   most once a second (each time would add the `meta` table's pages to every commit), and
-//!   when the member stops. Losing it in a crash only means a restarted member re-applies
-//!   fewer entries until the leader tells it the commit index again.
+//!   durability is an fsync): it is kept in memory and written with each fold (at most up to
+//!   the last entry folded), and when the member stops. Losing it in a crash only means a
+//!   restarted member re-applies fewer entries until the leader tells it the commit index
+//!   again.
 
 use super::durable::Durable;
+use super::journal::{self, Journal};
 use super::types::{Entry, LogId, StorageError, TypeConfig, Vote};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader, StorageIOError};
@@ -45,7 +54,6 @@ use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
 
 pub(crate) const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
@@ -53,9 +61,11 @@ pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta
 
 const VOTE: &str = "vote";
 const COMMITTED: &str = "committed";
-/// How often at most a round also writes the commit position. Every round would dirty the
-/// `meta` table's pages too: one more page to write and flush per commit.
-const COMMITTED_EVERY: Duration = Duration::from_secs(1);
+/// The number of the last journal record folded into redb.
+const JOURNAL_SEQ: &str = "journal_seq";
+/// Folds the journal once it holds this many bytes of entries: a fold writes them all into
+/// redb at once (a few milliseconds), and a start re-reads at most this much.
+const FOLD_BYTES: usize = 1 << 20;
 /// A follower writes appends up to this size itself (the module docs say why); larger ones,
 /// such as a lagging follower's catch-up, go to the writer thread so that the member's
 /// runtime is never held up for long.
@@ -165,6 +175,10 @@ enum Op {
         bytes: Vec<u8>,
         done: oneshot::Sender<Result<(), String>>,
     },
+    /// Folds the journal into redb (with the commit position) now.
+    Fold {
+        done: oneshot::Sender<Result<(), String>>,
+    },
     /// Ends the writer once what was queued before it is written.
     Stop,
 }
@@ -177,7 +191,10 @@ impl Op {
                     f.log_io_completed(result.clone().map_err(std::io::Error::other));
                 }
             }
-            Op::Truncate { done, .. } | Op::Purge { done, .. } | Op::Meta { done, .. } => {
+            Op::Truncate { done, .. }
+            | Op::Purge { done, .. }
+            | Op::Meta { done, .. }
+            | Op::Fold { done } => {
                 let _ = done.send(result.clone());
             }
             Op::Stop => {}
@@ -195,15 +212,21 @@ struct Shared {
     tail: Mutex<BTreeMap<u64, Entry>>,
     /// The last vote saved or read.
     vote: Mutex<Option<Vote>>,
-    /// The newest commit position not yet written: it goes with the next transaction, or with
-    /// [`LogStore::close`] when the member stops.
+    /// The newest commit position not yet written: it goes with the next fold.
     committed: Mutex<Option<Option<LogId>>>,
     durable: watch::Sender<Durable>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Changes queued for the writer thread and not yet finished.
     queued: AtomicUsize,
-    /// When the commit position was last taken for a round.
-    committed_at: Mutex<Option<Instant>>,
+    journal: Mutex<JournalState>,
+}
+
+/// The journal and the appends it holds that redb does not have yet, in order.
+struct JournalState {
+    journal: Journal,
+    rows: Vec<(LogId, Vec<u8>)>,
+    /// The entries' bytes in `rows`.
+    bytes: usize,
 }
 
 /// The log store; clones share the database and the writer (the clone is the log reader).
@@ -214,8 +237,20 @@ pub struct LogStore {
 }
 
 impl LogStore {
-    /// The log store of member `me` in `db`, with its writer thread.
-    pub fn open(db: Arc<Database>, me: u64) -> Result<LogStore, String> {
+    /// The log store of member `me` in `db` with its journal at `journal_path` (made when
+    /// missing; what it holds is folded into redb first), and its writer thread.
+    pub fn open(db: Arc<Database>, journal_path: &Path, me: u64) -> Result<LogStore, String> {
+        let folded = get_meta::<u64>(&db, JOURNAL_SEQ)?.unwrap_or(0);
+        let (journal, records) = Journal::open(journal_path, folded).map_err(|e| e.to_string())?;
+        let mut journal = JournalState {
+            journal,
+            rows: Vec::new(),
+            bytes: 0,
+        };
+        if !records.is_empty() {
+            replay(&db, &mut journal, &records)
+                .map_err(|e| format!("{}: cannot fold the journal: {e}", journal_path.display()))?;
+        }
         let last = last_log_id(&db)?;
         let shared = Arc::new(Shared {
             db,
@@ -226,7 +261,7 @@ impl LogStore {
             durable: watch::Sender::new(Durable { last, failed: None }),
             writer: Mutex::default(),
             queued: AtomicUsize::new(0),
-            committed_at: Mutex::default(),
+            journal: Mutex::new(journal),
         });
         let (writer, rx) = mpsc::channel();
         let w = shared.clone();
@@ -290,29 +325,18 @@ impl LogStore {
             .is_some_and(|v| v.committed && v.leader_id.node_id == self.shared.me)
     }
 
-    /// Writes the commit position not yet written, durably, and ends the writer thread once
+    /// Folds the journal into redb with the commit position, and ends the writer thread once
     /// everything queued is written: when the member stops, so that it restarts with
     /// everything it had applied (a crash only delays that until the leader tells it the
-    /// commit index again), and so that the database is no longer written once the member is
+    /// commit index again), and so that the files are no longer written once the member is
     /// gone. Blocks.
     pub fn close(&self) -> Result<(), String> {
-        let mut result = Ok(());
-        let pending = lock(&self.shared.committed).take();
-        if let Some(c) = pending {
-            let bytes = serde_json::to_vec(&c).map_err(|e| e.to_string())?;
-            let (done, rx) = oneshot::channel();
-            result = self
-                .queue(Op::Meta {
-                    key: COMMITTED,
-                    bytes,
-                    done,
-                })
-                .and_then(|()| {
-                    rx.blocking_recv()
-                        .map_err(|_| "the log writer has stopped".to_string())
-                        .and_then(|r| r)
-                });
-        }
+        let (done, rx) = oneshot::channel();
+        let result = self.queue(Op::Fold { done }).and_then(|()| {
+            rx.blocking_recv()
+                .map_err(|_| "the log writer has stopped".to_string())
+                .and_then(|r| r)
+        });
         let _ = self.writer.send(Op::Stop);
         let thread = lock(&self.shared.writer).take();
         if let Some(thread) = thread {
@@ -370,28 +394,51 @@ fn last_log_id(db: &Database) -> Result<Option<LogId>, String> {
     get_meta(db, PURGED)
 }
 
-/// The commit position to write with the next round, at most every [`COMMITTED_EVERY`].
-/// Taken before the round's changes are gathered, so it never names an entry that is not in
-/// that round or an earlier one.
-fn take_committed(shared: &Shared) -> Option<Option<LogId>> {
-    let mut at = lock(&shared.committed_at);
-    if at.is_some_and(|t| t.elapsed() < COMMITTED_EVERY) {
-        return None;
+/// Writes the journal's `records` (found at start) into redb in one durable transaction and
+/// lets the journal start over after them.
+fn replay(db: &Database, j: &mut JournalState, records: &[journal::Record]) -> Result<(), String> {
+    let mut tx = db.begin_write().map_err(|e| e.to_string())?;
+    tx.set_durability(Durability::Immediate);
+    {
+        let mut log = tx.open_table(LOG).map_err(|e| e.to_string())?;
+        for (index, bytes) in records.iter().flat_map(|r| &r.rows) {
+            log.insert(*index, bytes.as_slice())
+                .map_err(|e| e.to_string())?;
+        }
+        let mut meta = tx.open_table(META).map_err(|e| e.to_string())?;
+        let seq = serde_json::to_vec(&j.journal.last_seq()).map_err(|e| e.to_string())?;
+        meta.insert(JOURNAL_SEQ, seq.as_slice())
+            .map_err(|e| e.to_string())?;
     }
-    let committed = lock(&shared.committed).take();
-    if committed.is_some() {
-        *at = Some(Instant::now());
-    }
-    committed
+    tx.commit().map_err(|e| e.to_string())?;
+    j.journal.restart();
+    Ok(())
 }
 
-/// The writer thread: each round takes everything queued, writes it in one durable
-/// transaction, then reports.
+/// Whether a round of `ops` goes to the journal: only appends do, while the journal holds
+/// less than [`FOLD_BYTES`] and has room; the record to write if so.
+fn journal_record(j: &JournalState, ops: &[Op]) -> Option<Vec<u8>> {
+    if j.bytes >= FOLD_BYTES {
+        return None;
+    }
+    let mut rows = Vec::new();
+    for op in ops {
+        match op {
+            Op::Append { rows: r, .. } => {
+                rows.extend(r.iter().map(|(id, b)| (id.index, b.as_slice())));
+            }
+            _ => return None,
+        }
+    }
+    let record = journal::encode(j.journal.next_seq(), rows);
+    j.journal.fits(record.len()).then_some(record)
+}
+
+/// The writer thread: each round takes everything queued, writes it durably, then reports.
 fn run_writer(shared: &Shared, rx: &mpsc::Receiver<Op>) {
     let mut stopping = false;
     while !stopping {
         let Ok(first) = rx.recv() else { return };
-        let committed = take_committed(shared);
         let mut ops: Vec<Op> = std::iter::once(first).chain(rx.try_iter()).collect();
         let gathered = ops.len();
         if let Some(at) = ops.iter().position(|op| matches!(op, Op::Stop)) {
@@ -401,7 +448,7 @@ fn run_writer(shared: &Shared, rx: &mpsc::Receiver<Op>) {
             }
         }
         if !ops.is_empty() {
-            let result = round(shared, &ops, committed);
+            let result = round(shared, &ops);
             for op in ops {
                 op.finish(&result);
             }
@@ -410,28 +457,36 @@ fn run_writer(shared: &Shared, rx: &mpsc::Receiver<Op>) {
     }
 }
 
-/// One durable round: writes `ops` (and the commit position), then drops the written entries
-/// from the tail and reports the new durable position, or marks the log failed.
-fn round(shared: &Shared, ops: &[Op], committed: Option<Option<LogId>>) -> Result<(), String> {
+/// One durable round: appends alone go to the journal as one record; anything else, or a
+/// journal that holds enough, folds the journal and `ops` into redb in one transaction. Then
+/// reports the new durable position, or marks the log failed.
+fn round(shared: &Shared, ops: &[Op]) -> Result<(), String> {
     let failed = shared.durable.borrow().failed.clone();
-    let written = match failed {
-        Some(e) => Err(e.to_string()),
-        None => write_round(&shared.db, ops, committed),
-    };
-    match written {
-        Ok(last) => {
-            let mut tail = lock(&shared.tail);
-            for op in ops {
-                if let Op::Append { rows, .. } = op {
-                    for (id, _) in rows {
-                        // Unless a truncation replaced it meanwhile.
-                        if tail.get(&id.index).is_some_and(|e| e.log_id == *id) {
-                            tail.remove(&id.index);
-                        }
+    if let Some(e) = failed {
+        return Err(e.to_string());
+    }
+    let mut j = lock(&shared.journal);
+    let written = match journal_record(&j, ops) {
+        Some(record) => j
+            .journal
+            .append(&record)
+            .map_err(|e| e.to_string())
+            .map(|()| {
+                let mut last = None;
+                for op in ops {
+                    if let Op::Append { rows, .. } = op {
+                        j.bytes += rows.iter().map(|(_, b)| b.len()).sum::<usize>();
+                        j.rows.extend(rows.iter().cloned());
+                        last = rows.last().map(|(id, _)| Some(*id)).or(last);
                     }
                 }
-            }
-            drop(tail);
+                last
+            }),
+        None => fold(shared, &mut j, ops).map(Some),
+    };
+    drop(j);
+    match written {
+        Ok(last) => {
             if let Some(last) = last {
                 shared.durable.send_modify(|d| d.last = last);
             }
@@ -447,33 +502,59 @@ fn round(shared: &Shared, ops: &[Op], committed: Option<Option<LogId>>) -> Resul
     }
 }
 
-/// Writes `ops` in order in one durable transaction; answers the new last durable log id
-/// when it changed.
-fn write_round(
+/// Writes the journal's appends and then `ops` into redb in one durable transaction, with the
+/// commit position and the journal's last record number; the journal starts over and the
+/// entries written leave the tail. Answers the last log id in redb.
+fn fold(shared: &Shared, j: &mut JournalState, ops: &[Op]) -> Result<Option<LogId>, String> {
+    let committed = lock(&shared.committed).take();
+    let last = write_fold(&shared.db, &j.rows, ops, committed, j.journal.last_seq())?;
+    j.journal.restart();
+    j.bytes = 0;
+    let folded = std::mem::take(&mut j.rows);
+    let mut tail = lock(&shared.tail);
+    let appended = ops.iter().flat_map(|op| match op {
+        Op::Append { rows, .. } => rows.as_slice(),
+        _ => &[],
+    });
+    for (id, _) in folded.iter().chain(appended) {
+        // Unless a truncation replaced it meanwhile.
+        if tail.get(&id.index).is_some_and(|e| e.log_id == *id) {
+            tail.remove(&id.index);
+        }
+    }
+    Ok(last)
+}
+
+/// The redb transaction of [`fold`]: `rows` (the journal's), then `ops` in order. The commit
+/// position written is at most the last entry written, so it never names one redb lacks.
+fn write_fold(
     db: &Database,
+    rows: &[(LogId, Vec<u8>)],
     ops: &[Op],
     committed: Option<Option<LogId>>,
-) -> Result<Option<Option<LogId>>, String> {
+    journal_seq: u64,
+) -> Result<Option<LogId>, String> {
     let mut tx = db.begin_write().map_err(|e| e.to_string())?;
     tx.set_durability(Durability::Immediate);
-    let mut last = None;
-    let mut reread = false;
+    let last;
     {
         let mut log = tx.open_table(LOG).map_err(|e| e.to_string())?;
         let mut meta = tx.open_table(META).map_err(|e| e.to_string())?;
+        for (id, bytes) in rows {
+            log.insert(id.index, bytes.as_slice())
+                .map_err(|e| e.to_string())?;
+        }
         for op in ops {
             match op {
                 Op::Append { rows, .. } => {
                     for (id, bytes) in rows {
                         log.insert(id.index, bytes.as_slice())
                             .map_err(|e| e.to_string())?;
-                        last = Some(Some(*id));
                     }
                 }
                 Op::Truncate { from, .. } => {
                     log.retain_in(*from.., |_, _| false)
                         .map_err(|e| e.to_string())?;
-                    reread = true;
                 }
                 Op::Purge { upto, .. } => {
                     log.retain_in(..=upto.index, |_, _| false)
@@ -481,25 +562,39 @@ fn write_round(
                     let bytes = serde_json::to_vec(upto).map_err(|e| e.to_string())?;
                     meta.insert(PURGED, bytes.as_slice())
                         .map_err(|e| e.to_string())?;
-                    reread = true;
                 }
                 Op::Meta { key, bytes, .. } => {
                     meta.insert(*key, bytes.as_slice())
                         .map_err(|e| e.to_string())?;
                 }
-                Op::Stop => {}
+                Op::Fold { .. } | Op::Stop => {}
             }
         }
+        last = match log.last().map_err(|e| e.to_string())? {
+            Some((_, v)) => {
+                let e: Entry = serde_json::from_slice(v.value()).map_err(|e| e.to_string())?;
+                Some(e.log_id)
+            }
+            None => match meta.get(PURGED).map_err(|e| e.to_string())? {
+                Some(v) => serde_json::from_slice(v.value()).map_err(|e| e.to_string())?,
+                None => None,
+            },
+        };
         if let Some(c) = committed {
+            let c = match (c, last) {
+                (Some(c), Some(l)) if c.index > l.index => Some(l),
+                (Some(_), None) => None,
+                (c, _) => c,
+            };
             let bytes = serde_json::to_vec(&c).map_err(|e| e.to_string())?;
             meta.insert(COMMITTED, bytes.as_slice())
                 .map_err(|e| e.to_string())?;
         }
+        let seq = serde_json::to_vec(&journal_seq).map_err(|e| e.to_string())?;
+        meta.insert(JOURNAL_SEQ, seq.as_slice())
+            .map_err(|e| e.to_string())?;
     }
     tx.commit().map_err(|e| e.to_string())?;
-    if reread {
-        return last_log_id(db).map(Some);
-    }
     Ok(last)
 }
 
@@ -594,18 +689,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let flushed = if self.leading() {
             callback.log_io_completed(Ok(()));
             None
-        } else if bytes > INLINE_MAX_BYTES || self.shared.queued.load(Ordering::SeqCst) > 0 {
+        } else if bytes > INLINE_MAX_BYTES
+            || self.shared.queued.load(Ordering::SeqCst) > 0
+            || lock(&self.shared.journal).bytes >= FOLD_BYTES
+        {
             Some(callback)
         } else {
-            // A follower's append with nothing queued before it: written here rather than
-            // handed to the writer thread (see the module docs). Only openraft's core queues
-            // changes, and it is the caller, so nothing can be queued meanwhile.
-            let committed = take_committed(&self.shared);
+            // A follower's append with nothing queued before it and no fold due: written to
+            // the journal here rather than handed to the writer thread (see the module docs).
+            // Only openraft's core queues changes, and it is the caller, so nothing can be
+            // queued meanwhile.
             let ops = [Op::Append {
                 rows,
                 flushed: None,
             }];
-            let result = round(&self.shared, &ops, committed);
+            let result = round(&self.shared, &ops);
             callback.log_io_completed(result.clone().map_err(std::io::Error::other));
             return result.map_err(write);
         };

@@ -2,6 +2,7 @@
 //!
 //! - [`types`]: the openraft type configuration, the node record, member and cluster ids.
 //! - [`log_store`]: the Raft log, vote and commit position in redb (`member/raft.redb`).
+//! - [`journal`]: the append journal in front of the redb log (`member/raft.journal`).
 //! - [`durable`]: what keeps a leader's early flush report safe.
 //! - [`state_machine`]: [`crate::store::Store`] driven through [`crate::backend::Apply`], with
 //!   snapshots kept in the same redb file.
@@ -13,6 +14,7 @@
 pub mod backend;
 pub mod batch;
 pub mod durable;
+pub mod journal;
 pub mod log_store;
 pub mod network;
 pub mod state_machine;

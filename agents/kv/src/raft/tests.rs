@@ -20,7 +20,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine<Store>, tempfile::TempDir> 
         let dir = tempfile::tempdir().expect("tempdir");
         let db = open_db(&dir.path().join("raft.redb"), true).expect("open db");
         let sm = StateMachine::open(Arc::new(Store::new()), db.clone()).expect("sm");
-        Ok((dir, LogStore::open(db, 0).expect("log store"), sm))
+        let log = LogStore::open(db, &dir.path().join("raft.journal"), 0).expect("log store");
+        Ok((dir, log, sm))
     }
 }
 
@@ -45,6 +46,11 @@ fn set(key: &str, value: &str) -> Cmd {
     Cmd(vec![String::from_utf8(store::encode(&cmd)).expect("utf8")])
 }
 
+/// The journal beside the database at `db`.
+fn journal(db: &std::path::Path) -> std::path::PathBuf {
+    db.with_extension("journal")
+}
+
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -58,7 +64,7 @@ fn log_vote_and_snapshot_survive_reopening() {
     let path = dir.path().join("raft.redb");
     rt().block_on(async {
         let db = open_db(&path, true).expect("create");
-        let mut log = LogStore::open(db.clone(), 0).expect("log store");
+        let mut log = LogStore::open(db.clone(), &journal(&path), 0).expect("log store");
         let store = Arc::new(Store::new());
         let mut sm = StateMachine::open(store.clone(), db.clone()).expect("sm");
         let entries: Vec<Entry> = (1..=5)
@@ -80,7 +86,7 @@ fn log_vote_and_snapshot_survive_reopening() {
     // A new process: the store comes back from the snapshot, the log and vote from redb.
     rt().block_on(async {
         let db = open_db(&path, false).expect("reopen");
-        let mut log = LogStore::open(db.clone(), 0).expect("log store");
+        let mut log = LogStore::open(db.clone(), &journal(&path), 0).expect("log store");
         let store = Arc::new(Store::new());
         let mut sm = StateMachine::open(store.clone(), db).expect("sm");
         let (applied, _) = sm.applied_state().await.expect("applied");
@@ -140,7 +146,7 @@ fn a_leaders_queued_entries_are_readable_and_truncation_replaces_them() {
     let path = dir.path().join("raft.redb");
     rt().block_on(async {
         let db = open_db(&path, true).expect("create");
-        let mut log = LogStore::open(db, 7).expect("log store");
+        let mut log = LogStore::open(db, &journal(&path), 7).expect("log store");
         // Under its own committed vote, member 7 appends as the leader: reported flushed
         // when queued, readable at once from the tail.
         log.save_vote(&openraft::Vote::new_committed(1, 7))
@@ -168,7 +174,7 @@ fn a_leaders_queued_entries_are_readable_and_truncation_replaces_them() {
     // What was reported durable is what a new process reads.
     rt().block_on(async {
         let db = open_db(&path, false).expect("reopen");
-        let mut log = LogStore::open(db, 7).expect("log store");
+        let mut log = LogStore::open(db, &journal(&path), 7).expect("log store");
         let mut want = entries(1, 3, 3);
         want.extend(entries(2, 4, 4));
         assert_eq!(log.try_get_log_entries(..).await.expect("read"), want);
@@ -181,9 +187,10 @@ fn a_leaders_queued_entries_are_readable_and_truncation_replaces_them() {
 #[test]
 fn a_leaders_append_becomes_durable_in_the_background() {
     let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("raft.redb");
     rt().block_on(async {
-        let db = open_db(&dir.path().join("raft.redb"), true).expect("create");
-        let mut log = LogStore::open(db, 3).expect("log store");
+        let db = open_db(&path, true).expect("create");
+        let mut log = LogStore::open(db, &journal(&path), 3).expect("log store");
         log.save_vote(&openraft::Vote::new_committed(4, 3))
             .await
             .expect("vote");
@@ -262,7 +269,7 @@ fn a_followers_appends_are_durable_when_reported_small_or_large() {
     want.extend(entries(3, 303, 305));
     let log = rt().block_on(async {
         let db = open_db(&path, true).expect("create");
-        let mut log = LogStore::open(db, 5).expect("log store");
+        let mut log = LogStore::open(db, &journal(&path), 5).expect("log store");
         // Member 9 leads: member 5 is a follower.
         log.save_vote(&openraft::Vote::new_committed(3, 9))
             .await
@@ -298,11 +305,132 @@ fn a_followers_appends_are_durable_when_reported_small_or_large() {
     want.extend(entries(3, 306, 306));
     rt().block_on(async {
         let db = open_db(&path, false).expect("reopen");
-        let mut log = LogStore::open(db, 5).expect("log store");
+        let mut log = LogStore::open(db, &journal(&path), 5).expect("log store");
         assert_eq!(log.try_get_log_entries(..).await.expect("read"), want);
         assert_eq!(
             log.read_committed().await.expect("committed"),
             Some(log_id(3, 305))
         );
+    });
+}
+
+/// Opens the log store of member `me` at `path` (made when `create`).
+fn open_log(path: &std::path::Path, create: bool, me: u64) -> LogStore {
+    let db = open_db(path, create).expect("open db");
+    LogStore::open(db, &journal(path), me).expect("log store")
+}
+
+#[test]
+fn appends_in_the_journal_survive_a_crash_and_are_folded_at_the_next_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("raft.redb");
+    rt().block_on(async {
+        let mut log = open_log(&path, true, 5);
+        log.save_vote(&openraft::Vote::new_committed(3, 9))
+            .await
+            .expect("vote");
+        // As a follower: each append is durable when reported (in the journal).
+        for i in 1..=20 {
+            log.blocking_append(entries(3, i, i)).await.expect("append");
+        }
+        // Then as the leader of term 4: reported at once, durable in the background.
+        log.save_vote(&openraft::Vote::new_committed(4, 5))
+            .await
+            .expect("vote");
+        log.blocking_append(entries(4, 21, 30))
+            .await
+            .expect("append");
+        durable_at(&log, 30).await;
+        // A crash: no close, nothing folded since the vote.
+    });
+    let mut want = entries(3, 1, 20);
+    want.extend(entries(4, 21, 30));
+    rt().block_on(async {
+        let mut log = open_log(&path, false, 5);
+        assert_eq!(log.try_get_log_entries(..).await.expect("read"), want);
+        let state = log.get_log_state().await.expect("state");
+        assert_eq!(state.last_log_id, Some(log_id(4, 30)));
+        assert_eq!(log.durable().borrow().last, Some(log_id(4, 30)));
+        assert_eq!(
+            log.read_vote().await.expect("vote"),
+            Some(openraft::Vote::new_committed(4, 5))
+        );
+        // The start folded them: the next crash loses nothing either, and the entries are
+        // not applied twice from an old journal record.
+        log.blocking_append(entries(4, 31, 31))
+            .await
+            .expect("append");
+        durable_at(&log, 31).await;
+    });
+    want.extend(entries(4, 31, 31));
+    rt().block_on(async {
+        let mut log = open_log(&path, false, 5);
+        assert_eq!(log.try_get_log_entries(..).await.expect("read"), want);
+    });
+}
+
+#[test]
+fn a_truncation_over_journaled_entries_holds_after_a_crash() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("raft.redb");
+    rt().block_on(async {
+        let mut log = open_log(&path, true, 5);
+        log.save_vote(&openraft::Vote::new_committed(1, 9))
+            .await
+            .expect("vote");
+        log.blocking_append(entries(1, 1, 5)).await.expect("append");
+        // A new leader's entries replace 4 and 5 (journaled, not yet in redb).
+        log.save_vote(&openraft::Vote::new_committed(2, 8))
+            .await
+            .expect("vote");
+        log.truncate(log_id(1, 4)).await.expect("truncate");
+        log.blocking_append(entries(2, 4, 6)).await.expect("append");
+        log.purge(log_id(1, 1)).await.expect("purge");
+        log.blocking_append(entries(2, 7, 7)).await.expect("append");
+    });
+    let mut want = entries(1, 2, 3);
+    want.extend(entries(2, 4, 7));
+    rt().block_on(async {
+        let mut log = open_log(&path, false, 5);
+        assert_eq!(log.try_get_log_entries(..).await.expect("read"), want);
+        let state = log.get_log_state().await.expect("state");
+        assert_eq!(state.last_purged_log_id, Some(log_id(1, 1)));
+    });
+}
+
+#[test]
+fn a_full_journal_is_folded_and_nothing_is_lost() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("raft.redb");
+    // About 2.5 MiB of 1.5 KiB entries, 10 per append: the journal folds twice on the way.
+    let n = 1700;
+    rt().block_on(async {
+        let mut log = open_log(&path, true, 5);
+        log.save_vote(&openraft::Vote::new_committed(1, 9))
+            .await
+            .expect("vote");
+        for first in (1..=n).step_by(10) {
+            log.blocking_append(big_entries(1, first, first + 9))
+                .await
+                .expect("append");
+            assert_eq!(log.durable().borrow().last, Some(log_id(1, first + 9)));
+        }
+        log.save_committed(Some(log_id(1, n)))
+            .await
+            .expect("commit");
+        assert_eq!(
+            log.try_get_log_entries(..).await.expect("read"),
+            big_entries(1, 1, n)
+        );
+    });
+    rt().block_on(async {
+        let mut log = open_log(&path, false, 5);
+        assert_eq!(
+            log.try_get_log_entries(..).await.expect("read"),
+            big_entries(1, 1, n)
+        );
+        // The commit position went with a fold: never beyond what that fold wrote.
+        let c = log.read_committed().await.expect("committed");
+        assert!(c.is_none_or(|c| c.index <= n), "{c:?}");
     });
 }
