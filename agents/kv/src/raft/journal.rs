@@ -46,6 +46,13 @@ pub enum JournalError {
     #[error("{path}: {why}")]
     Io { path: String, why: String },
     #[error(
+        "{path}: record {} is missing or damaged but record {} after it is intact: the \
+         journal lost acknowledged entries and the data dir is damaged; restore it from a \
+         backup, or remove this member (etcdctl member remove) and add it back with an empty \
+         --data-dir", .gap.missing, .gap.found
+    )]
+    Lost { path: String, gap: Gap },
+    #[error(
         "{path}: {found} bytes where the raft journal has {CAPACITY}: the data dir is damaged; \
          restore it from a backup, or remove this member (etcdctl member remove) and add it \
          back with an empty --data-dir"
@@ -91,11 +98,12 @@ fn u64_at(b: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_le_bytes(s.try_into().ok()?))
 }
 
-/// The record at the start of `b` if it is whole, intact and numbered `seq`, with its length.
-fn record_at(b: &[u8], seq: u64) -> Option<(Record, usize)> {
-    if b.get(..4)? != MAGIC || u64_at(b, 4)? != seq {
+/// The record at the start of `b` if it is whole and intact, with its length.
+fn record_at(b: &[u8]) -> Option<(Record, usize)> {
+    if b.get(..4)? != MAGIC {
         return None;
     }
+    let seq = u64_at(b, 4)?;
     let len = u32_at(b, 12)? as usize;
     let payload = b.get(HEAD..HEAD.checked_add(len)?)?;
     if u32_at(b, 16)? != crc(seq, payload) {
@@ -115,18 +123,44 @@ fn record_at(b: &[u8], seq: u64) -> Option<(Record, usize)> {
     (at == payload.len()).then_some((Record { seq, rows }, HEAD + len))
 }
 
+/// An intact record numbered after a missing or damaged one: records were lost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gap {
+    pub missing: u64,
+    pub found: u64,
+}
+
 /// The records at the start of `bytes` numbered `after + 1`, `after + 2`, ... up to the
-/// first that is missing, torn or damaged.
-pub fn decode(bytes: &[u8], after: u64) -> Vec<Record> {
+/// first that is missing, torn or damaged. Only the last record written can be torn, and
+/// everything behind the new records is older than `after`, so an intact record numbered
+/// beyond that point means the journal lost records: that is an error, not the end.
+pub fn decode(bytes: &[u8], after: u64) -> Result<Vec<Record>, Gap> {
     let mut out = Vec::new();
     let mut at = 0;
     let mut seq = after.wrapping_add(1);
-    while let Some((r, len)) = bytes.get(at..).and_then(|b| record_at(b, seq)) {
+    while let Some((r, len)) = bytes
+        .get(at..)
+        .and_then(record_at)
+        .filter(|(r, _)| r.seq == seq)
+    {
         out.push(r);
         at += len;
         seq = seq.wrapping_add(1);
     }
-    out
+    let rest = bytes.get(at + 1..).unwrap_or_default();
+    let later = rest
+        .windows(MAGIC.len())
+        .enumerate()
+        .filter(|(_, w)| w == MAGIC)
+        .filter_map(|(i, _)| record_at(&rest[i..]))
+        .find(|(r, _)| r.seq >= seq);
+    match later {
+        Some((r, _)) => Err(Gap {
+            missing: seq,
+            found: r.seq,
+        }),
+        None => Ok(out),
+    }
 }
 
 /// The open journal: where the next record goes and its number.
@@ -164,7 +198,10 @@ impl Journal {
         }
         let mut bytes = Vec::with_capacity(CAPACITY as usize);
         file.read_to_end(&mut bytes).map_err(io)?;
-        let records = decode(&bytes, folded);
+        let records = decode(&bytes, folded).map_err(|gap| JournalError::Lost {
+            path: shown.clone(),
+            gap,
+        })?;
         let last = records.last().map_or(folded, |r| r.seq);
         let journal = Journal {
             file,
@@ -248,10 +285,11 @@ mod tests {
     #[test]
     fn records_read_back_in_sequence_and_stop_at_damage() {
         let mut file = Vec::new();
+        let third_ends = enc(5, &rows(50, 3)).len() * 3;
         for seq in 5..9 {
             file.extend(enc(seq, &rows(seq * 10, 3)));
         }
-        let whole = decode(&file, 4);
+        let whole = decode(&file, 4).expect("whole");
         assert_eq!(whole.len(), 4);
         assert_eq!(
             whole[2],
@@ -260,13 +298,17 @@ mod tests {
                 rows: rows(70, 3)
             }
         );
-        // Only records after the folded number count, and only from the start.
-        assert!(decode(&file, 5).is_empty());
-        assert!(decode(&file, 9).is_empty());
+        // Only records after the folded number count, and only from the start: older ones
+        // behind them are the remains of earlier rounds.
+        assert_eq!(decode(&file, 8), Ok(vec![]));
+        assert_eq!(decode(&file[third_ends..], 7), Ok(whole[3..].to_vec()));
         // A torn last record (any cut) ends the journal before it.
-        let third_ends = enc(5, &rows(50, 3)).len() * 3;
         for cut in [third_ends + 1, third_ends + 20, file.len() - 1] {
-            assert_eq!(decode(&file[..cut], 4).len(), 3, "cut at {cut}");
+            assert_eq!(
+                decode(&file[..cut], 4),
+                Ok(whole[..3].to_vec()),
+                "cut at {cut}"
+            );
         }
         // A flipped bit anywhere in a record ends the journal before it.
         for at in [
@@ -277,15 +319,33 @@ mod tests {
         ] {
             let mut bad = file.clone();
             bad[at] ^= 0x10;
-            assert_eq!(decode(&bad, 4).len(), 3, "flip at {at}");
+            assert_eq!(decode(&bad, 4), Ok(whole[..3].to_vec()), "flip at {at}");
         }
+        // Damage before intact later records is records lost, not the end of the journal;
+        // and so is a journal that lacks the record after the folded one but has later ones.
+        let mut bad = file.clone();
+        bad[third_ends / 3 + 30] ^= 1;
+        assert_eq!(
+            decode(&bad, 4),
+            Err(Gap {
+                missing: 6,
+                found: 7
+            })
+        );
+        assert_eq!(
+            decode(&file, 5),
+            Err(Gap {
+                missing: 6,
+                found: 6
+            })
+        );
         // Zeros (a fresh journal) and noise decode to nothing, never panic.
-        assert!(decode(&[0u8; 4096], 0).is_empty());
+        assert_eq!(decode(&[0u8; 4096], 0), Ok(vec![]));
         let noise: Vec<u8> = (0..20000u32)
             .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
             .collect();
         for start in 0..64 {
-            assert!(decode(&noise[start..], 0).is_empty());
+            assert_eq!(decode(&noise[start..], 0), Ok(vec![]));
         }
     }
 
@@ -300,7 +360,7 @@ mod tests {
         let mut second = enc(5, &rows(500, 1));
         second.extend(enc(6, &rows(600, 1)));
         file[..second.len()].copy_from_slice(&second);
-        let got = decode(&file, 4);
+        let got = decode(&file, 4).expect("records");
         assert_eq!(got.iter().map(|r| r.seq).collect::<Vec<_>>(), [5, 6]);
     }
 
@@ -348,5 +408,28 @@ mod tests {
         assert!(e.to_string().contains("13 bytes"), "{e}");
         assert!(e.to_string().contains("--data-dir"), "{e}");
         assert_eq!(std::fs::read(&path).expect("read"), b"not a journal");
+    }
+
+    #[test]
+    fn a_journal_that_lost_a_record_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("raft.journal");
+        let (mut j, _) = Journal::open(&path, 0).expect("make");
+        for first in [1, 4, 7] {
+            j.append(&enc(j.next_seq(), &rows(first, 3)))
+                .expect("append");
+        }
+        drop(j);
+        let mut bytes = std::fs::read(&path).expect("read");
+        bytes[HEAD + 2] ^= 0xff;
+        std::fs::write(&path, &bytes).expect("write");
+        let e = Journal::open(&path, 0).err().expect("refused");
+        assert!(matches!(e, JournalError::Lost { .. }), "{e}");
+        assert!(
+            e.to_string()
+                .contains("record 1 is missing or damaged but record 2"),
+            "{e}"
+        );
+        assert_eq!(std::fs::read(&path).expect("read"), bytes);
     }
 }
