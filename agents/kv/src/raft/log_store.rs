@@ -397,20 +397,11 @@ fn last_log_id(db: &Database) -> Result<Option<LogId>, String> {
 /// Writes the journal's `records` (found at start) into redb in one durable transaction and
 /// lets the journal start over after them.
 fn replay(db: &Database, j: &mut JournalState, records: &[journal::Record]) -> Result<(), String> {
-    let mut tx = db.begin_write().map_err(|e| e.to_string())?;
-    tx.set_durability(Durability::Immediate);
-    {
-        let mut log = tx.open_table(LOG).map_err(|e| e.to_string())?;
-        for (index, bytes) in records.iter().flat_map(|r| &r.rows) {
-            log.insert(*index, bytes.as_slice())
-                .map_err(|e| e.to_string())?;
-        }
-        let mut meta = tx.open_table(META).map_err(|e| e.to_string())?;
-        let seq = serde_json::to_vec(&j.journal.last_seq()).map_err(|e| e.to_string())?;
-        meta.insert(JOURNAL_SEQ, seq.as_slice())
-            .map_err(|e| e.to_string())?;
-    }
-    tx.commit().map_err(|e| e.to_string())?;
+    let rows = records
+        .iter()
+        .flat_map(|r| &r.rows)
+        .map(|(index, bytes)| (*index, bytes.as_slice()));
+    write_fold(db, rows, &[], None, j.journal.last_seq())?;
     j.journal.restart();
     Ok(())
 }
@@ -507,7 +498,8 @@ fn round(shared: &Shared, ops: &[Op]) -> Result<(), String> {
 /// entries written leave the tail. Answers the last log id in redb.
 fn fold(shared: &Shared, j: &mut JournalState, ops: &[Op]) -> Result<Option<LogId>, String> {
     let committed = lock(&shared.committed).take();
-    let last = write_fold(&shared.db, &j.rows, ops, committed, j.journal.last_seq())?;
+    let rows = j.rows.iter().map(|(id, b)| (id.index, b.as_slice()));
+    let last = write_fold(&shared.db, rows, ops, committed, j.journal.last_seq())?;
     j.journal.restart();
     j.bytes = 0;
     let folded = std::mem::take(&mut j.rows);
@@ -525,11 +517,12 @@ fn fold(shared: &Shared, j: &mut JournalState, ops: &[Op]) -> Result<Option<LogI
     Ok(last)
 }
 
-/// The redb transaction of [`fold`]: `rows` (the journal's), then `ops` in order. The commit
-/// position written is at most the last entry written, so it never names one redb lacks.
-fn write_fold(
+/// The redb transaction of [`fold`] and [`replay`]: `rows` (the journal's: log index, entry),
+/// then `ops` in order. The commit position written is at most the last entry written, so it
+/// never names one redb lacks.
+fn write_fold<'a>(
     db: &Database,
-    rows: &[(LogId, Vec<u8>)],
+    rows: impl Iterator<Item = (u64, &'a [u8])>,
     ops: &[Op],
     committed: Option<Option<LogId>>,
     journal_seq: u64,
@@ -540,9 +533,8 @@ fn write_fold(
     {
         let mut log = tx.open_table(LOG).map_err(|e| e.to_string())?;
         let mut meta = tx.open_table(META).map_err(|e| e.to_string())?;
-        for (id, bytes) in rows {
-            log.insert(id.index, bytes.as_slice())
-                .map_err(|e| e.to_string())?;
+        for (index, bytes) in rows {
+            log.insert(index, bytes).map_err(|e| e.to_string())?;
         }
         for op in ops {
             match op {
