@@ -320,15 +320,21 @@ fn open_log(path: &std::path::Path, create: bool, me: u64) -> LogStore {
     LogStore::open(db, &journal(path), me).expect("log store")
 }
 
+/// A new log store of member 5 at `path`, following member `leader` in `term`.
+async fn new_follower(path: &std::path::Path, term: u64, leader: u64) -> LogStore {
+    let mut log = open_log(path, true, 5);
+    log.save_vote(&openraft::Vote::new_committed(term, leader))
+        .await
+        .expect("vote");
+    log
+}
+
 #[test]
 fn appends_in_the_journal_survive_a_crash_and_are_folded_at_the_next_start() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("raft.redb");
     rt().block_on(async {
-        let mut log = open_log(&path, true, 5);
-        log.save_vote(&openraft::Vote::new_committed(3, 9))
-            .await
-            .expect("vote");
+        let mut log = new_follower(&path, 3, 9).await;
         // As a follower: each append is durable when reported (in the journal).
         for i in 1..=20 {
             log.blocking_append(entries(3, i, i)).await.expect("append");
@@ -374,10 +380,7 @@ fn a_truncation_over_journaled_entries_holds_after_a_crash() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("raft.redb");
     rt().block_on(async {
-        let mut log = open_log(&path, true, 5);
-        log.save_vote(&openraft::Vote::new_committed(1, 9))
-            .await
-            .expect("vote");
+        let mut log = new_follower(&path, 1, 9).await;
         log.blocking_append(entries(1, 1, 5)).await.expect("append");
         // A new leader's entries replace 4 and 5 (journaled, not yet in redb).
         log.save_vote(&openraft::Vote::new_committed(2, 8))
@@ -405,10 +408,7 @@ fn a_full_journal_is_folded_and_nothing_is_lost() {
     // About 2.5 MiB of 1.5 KiB entries, 10 per append: the journal folds twice on the way.
     let n = 1700;
     rt().block_on(async {
-        let mut log = open_log(&path, true, 5);
-        log.save_vote(&openraft::Vote::new_committed(1, 9))
-            .await
-            .expect("vote");
+        let mut log = new_follower(&path, 1, 9).await;
         for first in (1..=n).step_by(10) {
             log.blocking_append(big_entries(1, first, first + 9))
                 .await
