@@ -405,7 +405,7 @@ fn a_truncation_over_journaled_entries_holds_after_a_crash() {
 fn a_full_journal_is_folded_and_nothing_is_lost() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("raft.redb");
-    // About 2.5 MiB of 1.5 KiB entries, 10 per append: the journal folds twice on the way.
+    // About 2.5 MiB of 1.5 KiB entries, 10 per append: the journal folds on the way.
     let n = 1700;
     rt().block_on(async {
         let mut log = new_follower(&path, 1, 9).await;
