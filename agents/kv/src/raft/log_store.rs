@@ -35,7 +35,8 @@
 //!   committed before it is durable on the leader. A quorum of durable copies therefore stands
 //!   behind everything anyone has observed, as with etcd, whose leader also writes its log
 //!   while it sends it.
-//! - Entries not yet durable stay readable from memory (the tail) for replication.
+//! - Entries not yet in redb (queued, or only in the journal) stay readable from memory (the
+//!   tail), for replication and reads.
 //! - The commit position is not written on its own (on Linux even redb's `Eventual`
 //!   durability is an fsync): it is kept in memory and written with each fold (at most up to
 //!   the last entry folded), and when the member stops. Losing it in a crash only means a
@@ -210,7 +211,8 @@ struct Shared {
     db: Arc<Database>,
     /// This member's id: appends made under its own committed vote are a leader's.
     me: u64,
-    /// Entries queued but not yet durable, by index: always a suffix of the log.
+    /// Entries not yet in redb (queued, or only in the journal), by index: always a suffix of
+    /// the log.
     tail: Mutex<BTreeMap<u64, Entry>>,
     /// The last vote saved or read.
     vote: Mutex<Option<Vote>>,
