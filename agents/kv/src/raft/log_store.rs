@@ -173,8 +173,7 @@ enum Op {
         upto: LogId,
         done: oneshot::Sender<Result<(), String>>,
     },
-    Meta {
-        key: &'static str,
+    Vote {
         bytes: Vec<u8>,
         done: oneshot::Sender<Result<(), String>>,
     },
@@ -196,7 +195,7 @@ impl Op {
             }
             Op::Truncate { done, .. }
             | Op::Purge { done, .. }
-            | Op::Meta { done, .. }
+            | Op::Vote { done, .. }
             | Op::Fold { done } => {
                 let _ = done.send(result.clone());
             }
@@ -390,12 +389,25 @@ impl LogStore {
 /// The id of the last entry in redb, or of the last purged one when the log is empty.
 fn last_log_id(db: &Database) -> Result<Option<LogId>, String> {
     let tx = db.begin_read().map_err(|e| e.to_string())?;
-    let t = tx.open_table(LOG).map_err(|e| e.to_string())?;
-    if let Some((_, v)) = t.last().map_err(|e| e.to_string())? {
+    let log = tx.open_table(LOG).map_err(|e| e.to_string())?;
+    let meta = tx.open_table(META).map_err(|e| e.to_string())?;
+    last_in(&log, &meta)
+}
+
+/// [`last_log_id`] within a transaction, read or write.
+fn last_in(
+    log: &impl ReadableTable<u64, &'static [u8]>,
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+) -> Result<Option<LogId>, String> {
+    if let Some((_, v)) = log.last().map_err(|e| e.to_string())? {
         let e: Entry = serde_json::from_slice(v.value()).map_err(|e| e.to_string())?;
         return Ok(Some(e.log_id));
     }
-    get_meta(db, PURGED)
+    match meta.get(PURGED).map_err(|e| e.to_string())? {
+        Some(v) => serde_json::from_slice(v.value())
+            .map_err(|e| format!("record {PURGED:?} does not decode: {e}")),
+        None => Ok(None),
+    }
 }
 
 /// Writes the journal's `records` (found at start) into redb in one durable transaction and
@@ -575,23 +587,14 @@ fn write_fold<'a>(
                     meta.insert(PURGED, bytes.as_slice())
                         .map_err(|e| e.to_string())?;
                 }
-                Op::Meta { key, bytes, .. } => {
-                    meta.insert(*key, bytes.as_slice())
+                Op::Vote { bytes, .. } => {
+                    meta.insert(VOTE, bytes.as_slice())
                         .map_err(|e| e.to_string())?;
                 }
                 Op::Fold { .. } | Op::Stop => {}
             }
         }
-        last = match log.last().map_err(|e| e.to_string())? {
-            Some((_, v)) => {
-                let e: Entry = serde_json::from_slice(v.value()).map_err(|e| e.to_string())?;
-                Some(e.log_id)
-            }
-            None => match meta.get(PURGED).map_err(|e| e.to_string())? {
-                Some(v) => serde_json::from_slice(v.value()).map_err(|e| e.to_string())?,
-                None => None,
-            },
-        };
+        last = last_in(&log, &meta)?;
         if let Some(c) = committed {
             let c = match (c, last) {
                 (Some(c), Some(l)) if c.index > l.index => Some(l),
@@ -647,13 +650,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let write = |e: String| io_err(ErrorSubject::Vote, ErrorVerb::Write, e);
         let bytes = serde_json::to_vec(vote).map_err(|e| write(e.to_string()))?;
         *lock(&self.shared.vote) = Some(*vote);
-        self.write(|done| Op::Meta {
-            key: VOTE,
-            bytes,
-            done,
-        })
-        .await
-        .map_err(write)
+        self.write(|done| Op::Vote { bytes, done })
+            .await
+            .map_err(write)
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {

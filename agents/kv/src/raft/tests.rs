@@ -6,7 +6,7 @@ use super::state_machine::StateMachine;
 use super::types::{Cmd, Entry, LogId, StorageError, TypeConfig};
 use crate::backend::Apply;
 use crate::store::{self, Command, Op, Put, Store};
-use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
+use openraft::storage::{LogState, RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
 use openraft::testing::{StoreBuilder, Suite};
 use openraft::{CommittedLeaderId, EntryPayload, RaftLogReader, RaftSnapshotBuilder};
 use std::sync::Arc;
@@ -320,6 +320,15 @@ fn open_log(path: &std::path::Path, create: bool, me: u64) -> LogStore {
     LogStore::open(db, &journal(path), me).expect("log store")
 }
 
+/// Member 5's log store at `path` opened again (as after a crash), with the entries and log
+/// state it reads.
+async fn reopened(path: &std::path::Path) -> (LogStore, Vec<Entry>, LogState<TypeConfig>) {
+    let mut log = open_log(path, false, 5);
+    let got = log.try_get_log_entries(..).await.expect("read");
+    let state = log.get_log_state().await.expect("state");
+    (log, got, state)
+}
+
 /// A new log store of member 5 at `path`, following member `leader` in `term`.
 async fn new_follower(path: &std::path::Path, term: u64, leader: u64) -> LogStore {
     let mut log = open_log(path, true, 5);
@@ -352,9 +361,8 @@ fn appends_in_the_journal_survive_a_crash_and_are_folded_at_the_next_start() {
     let mut want = entries(3, 1, 20);
     want.extend(entries(4, 21, 30));
     rt().block_on(async {
-        let mut log = open_log(&path, false, 5);
-        assert_eq!(log.try_get_log_entries(..).await.expect("read"), want);
-        let state = log.get_log_state().await.expect("state");
+        let (mut log, got, state) = reopened(&path).await;
+        assert_eq!(got, want);
         assert_eq!(state.last_log_id, Some(log_id(4, 30)));
         assert_eq!(log.durable().borrow().last, Some(log_id(4, 30)));
         assert_eq!(
@@ -370,8 +378,8 @@ fn appends_in_the_journal_survive_a_crash_and_are_folded_at_the_next_start() {
     });
     want.extend(entries(4, 31, 31));
     rt().block_on(async {
-        let mut log = open_log(&path, false, 5);
-        assert_eq!(log.try_get_log_entries(..).await.expect("read"), want);
+        let (_, got, _) = reopened(&path).await;
+        assert_eq!(got, want);
     });
 }
 
@@ -394,9 +402,8 @@ fn a_truncation_over_journaled_entries_holds_after_a_crash() {
     let mut want = entries(1, 2, 3);
     want.extend(entries(2, 4, 7));
     rt().block_on(async {
-        let mut log = open_log(&path, false, 5);
-        assert_eq!(log.try_get_log_entries(..).await.expect("read"), want);
-        let state = log.get_log_state().await.expect("state");
+        let (_, got, state) = reopened(&path).await;
+        assert_eq!(got, want);
         assert_eq!(state.last_purged_log_id, Some(log_id(1, 1)));
     });
 }
@@ -424,11 +431,8 @@ fn a_full_journal_is_folded_and_nothing_is_lost() {
         );
     });
     rt().block_on(async {
-        let mut log = open_log(&path, false, 5);
-        assert_eq!(
-            log.try_get_log_entries(..).await.expect("read"),
-            big_entries(1, 1, n)
-        );
+        let (mut log, got, _) = reopened(&path).await;
+        assert_eq!(got, big_entries(1, 1, n));
         // The commit position went with a fold: never beyond what that fold wrote.
         let c = log.read_committed().await.expect("committed");
         assert!(c.is_none_or(|c| c.index <= n), "{c:?}");
