@@ -197,12 +197,7 @@ pub fn request_with(
             why,
         },
     })?;
-    let body: Box<dyn Read + Send> = match (head.chunked, head.length) {
-        _ if head.bodiless(method) => Box::new(std::io::empty()),
-        (true, _) => Box::new(Chunked::new(r)),
-        (false, Some(n)) => Box::new(r.take(n)),
-        (false, None) => Box::new(r),
-    };
+    let body = head.body(method, r);
     Ok(Response {
         status: head.status,
         length: head.length,
@@ -225,10 +220,37 @@ struct Head {
     headers: Vec<(String, String)>,
 }
 
+/// Where an answer's body ends.
+#[derive(Clone, Copy, PartialEq)]
+enum Framing {
+    None,
+    Chunked,
+    Length(u64),
+    /// When the server closes the connection.
+    UntilClose,
+}
+
 impl Head {
-    /// Answers that have no body whatever their headers say (RFC 9112 section 6.3).
-    fn bodiless(&self, method: &str) -> bool {
-        method.eq_ignore_ascii_case("HEAD") || matches!(self.status, 100..=199 | 204 | 304)
+    /// How the answer to `method` is framed. Some answers have no body whatever their headers
+    /// say (RFC 9112 section 6.3).
+    fn framing(&self, method: &str) -> Framing {
+        match (self.chunked, self.length) {
+            _ if method.eq_ignore_ascii_case("HEAD") => Framing::None,
+            _ if matches!(self.status, 100..=199 | 204 | 304) => Framing::None,
+            (true, _) => Framing::Chunked,
+            (false, Some(n)) => Framing::Length(n),
+            (false, None) => Framing::UntilClose,
+        }
+    }
+
+    /// The answer's body, read from `r` (what follows the head) as the head describes it.
+    fn body<'r>(&self, method: &str, r: impl BufRead + Send + 'r) -> Box<dyn Read + Send + 'r> {
+        match self.framing(method) {
+            Framing::None => Box::new(std::io::empty()),
+            Framing::Chunked => Box::new(Chunked::new(r)),
+            Framing::Length(n) => Box::new(r.take(n)),
+            Framing::UntilClose => Box::new(r),
+        }
     }
 }
 
@@ -485,26 +507,15 @@ impl Conn {
             HeadError::Protocol(why) => std::io::Error::new(std::io::ErrorKind::InvalidData, why),
         })?;
         let mut bytes = Vec::new();
-        let mut close = head.close;
-        match (head.chunked, head.length) {
-            _ if head.bodiless(method) => {}
-            (true, _) => {
-                Chunked::new(&mut *r).read_to_end(&mut bytes)?;
-            }
-            (false, Some(n)) => {
-                (&mut *r).take(n).read_to_end(&mut bytes)?;
-                if (bytes.len() as u64) < n {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        "connection closed in the body",
-                    ));
-                }
-            }
-            (false, None) => {
-                r.read_to_end(&mut bytes)?;
-                close = true;
-            }
+        head.body(method, &mut *r).read_to_end(&mut bytes)?;
+        let framing = head.framing(method);
+        if matches!(framing, Framing::Length(n) if (bytes.len() as u64) < n) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "connection closed in the body",
+            ));
         }
+        let close = head.close || framing == Framing::UntilClose;
         let reply = Reply {
             status: head.status,
             headers: head.headers,
